@@ -1,0 +1,144 @@
+"""The zope interfaces that hold geocachedb's boundaries together.
+
+Everything that has more than one implementation, or that the simulator
+replaces, is described here: the key-value storage backends (`IStorage`), the
+durable Raft log (`IRaftLog`), and the network seen from the Raft host
+(`IPeerTransport`).  Implementations say ``@implementer(...)`` and their tests
+call ``verifyObject``.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IStorage(Interface):
+    """An ordered key-value store that a Raft node applies committed entries to.
+
+    Keys and values are ``bytes``; keys are non-empty and ordered bytewise.
+    Every method is synchronous: backends are embedded and a call returns when
+    the work is done (and, for writes, durable).  The replicated path only
+    ever writes through `apply_batch`, so that the data and the applied index
+    move together in one transaction; `put` and `delete` exist for tools and
+    tests.
+    """
+
+    name = Attribute("The name the backend is registered under, e.g. 'lmdb'.")
+
+    def get(key):
+        """Return the value stored under ``key``, or None."""
+
+    def put(key, value):
+        """Store ``value`` under ``key`` durably.  Empty keys raise ValueError."""
+
+    def delete(key):
+        """Remove ``key``; return True if it existed."""
+
+    def scan(start=b"", end=None, prefix=None, limit=None):
+        """Return a list of ``(key, value)`` pairs in ascending key order.
+
+        With ``prefix``: the keys that start with it (``start`` and ``end``
+        narrow it further when given).  Otherwise the keys in
+        ``[start, end)``; ``end=None`` means to the end.  At most ``limit``
+        pairs when ``limit`` is not None.
+        """
+
+    def apply_batch(puts, deletes, applied_index=None):
+        """Apply many writes atomically, durably, in one transaction.
+
+        ``puts`` is an iterable of ``(key, value)``, ``deletes`` an iterable
+        of keys; deletes are applied after puts, so a key in both ends up
+        deleted.  When ``applied_index`` is given it is recorded in the same
+        transaction: after a crash either the whole batch and its index are
+        there, or neither is.  Raises ValueError (and changes nothing) when
+        any key is empty.
+        """
+
+    def applied_index():
+        """The index recorded by the last `apply_batch`, 0 for a new store."""
+
+    def snapshot_out():
+        """Return an iterator of ``bytes`` chunks: a consistent copy of every
+        key, value and the applied index, in the storage-neutral format of
+        `geocachedb.storage.snapshot`.  The store may be written while the
+        iterator is consumed; the chunks reflect the moment of the call.
+        """
+
+    def snapshot_in(chunks):
+        """Replace the whole content (and the applied index) with the
+        snapshot given as an iterable of ``bytes`` chunks from
+        `snapshot_out` of any backend.  Atomic: on a bad snapshot a
+        ValueError is raised and the old content stays."""
+
+    def stats():
+        """Return a dict with at least ``keys`` (may be an estimate) and
+        ``bytes_on_disk`` (0 for in-memory backends)."""
+
+    def close():
+        """Release files and locks.  Further calls are errors."""
+
+
+class IRaftLog(Interface):
+    """The durable part of a Raft node: its log entries and hard state.
+
+    Writes (`append`, `set_hard_state`, `compact`) may be buffered; `sync`
+    makes every earlier write durable with one fsync, which is how the host
+    gets group commit.  Entries are `geocachedb.raft.types.Entry`; the hard
+    state is `geocachedb.raft.types.HardState`.
+
+    Index arithmetic: the log holds entries ``first_index() ..
+    last_index()``.  After `compact(i, t)` the entry at ``i`` is gone but its
+    term is still answered by ``term(i)`` (it is the snapshot's last entry),
+    so ``first_index() == i + 1``.  An empty new log has ``first_index() ==
+    1`` and ``last_index() == 0`` and ``term(0) == 0``.
+    """
+
+    def hard_state():
+        """The last hard state set (term, vote, commit)."""
+
+    def set_hard_state(hard_state):
+        """Record a new hard state (durable after the next `sync`)."""
+
+    def first_index():
+        """Index of the first entry still held."""
+
+    def last_index():
+        """Index of the last entry (``first_index() - 1`` when empty)."""
+
+    def term(index):
+        """Term of the entry at ``index`` (``first_index()-1 <= index <=
+        last_index()``); raises IndexError outside that range."""
+
+    def entries(lo, hi, max_bytes=None):
+        """Entries with ``lo <= index < hi``.  With ``max_bytes``, stop once
+        the data of the returned entries passes it (always at least one)."""
+
+    def append(entries):
+        """Append ``entries`` (consecutive indexes).  When the first index is
+        not ``last_index() + 1`` every entry from that index on is dropped
+        first (a follower's conflict truncation); the first index must be in
+        ``first_index() .. last_index() + 1``."""
+
+    def sync():
+        """Make every write so far durable (one fsync of what changed)."""
+
+    def compact(index, term):
+        """Drop every entry up to and including ``index`` (which a snapshot
+        now covers) and remember ``term`` as its term."""
+
+    def reset(index, term):
+        """Drop the whole log and start empty after ``(index, term)``: used
+        when a snapshot newer than the log is installed."""
+
+    def stats():
+        """A dict with at least ``entries`` and ``bytes_on_disk``."""
+
+    def close():
+        """Release files.  Writes not yet synced may be lost."""
+
+
+class IPeerTransport(Interface):
+    """The network as the Raft host sees it: fire-and-forget messages."""
+
+    def send(message):
+        """Queue ``message`` (a `geocachedb.raft.types.Message`) for
+        ``message.to``.  Never blocks and never raises for a down peer:
+        Raft retransmits what is lost."""
