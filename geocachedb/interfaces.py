@@ -142,3 +142,55 @@ class IPeerTransport(Interface):
         """Queue ``message`` (a `geocachedb.raft.types.Message`) for
         ``message.to``.  Never blocks and never raises for a down peer:
         Raft retransmits what is lost."""
+
+
+class INodeControl(Interface):
+    """What the admin shell (and tools) may do with a running node.
+
+    Implemented by the node service (`geocachedb.node`); the admin shell
+    only talks to this, so it is tested against a fake.  Methods returning
+    Deferreds go through the same replicated path as client requests and
+    fail with `geocachedb.errors.GeoCacheError` subclasses.
+    """
+
+    node_id = Attribute("This node's id (str).")
+    fault_injection_enabled = Attribute("True when started with --enable-fault-injection.")
+
+    def status():
+        """A dict: ``id, role, term, leader, commit_index, applied_index,
+        log_first_index, log_last_index, snapshot_index, storage,
+        storage_bytes, uptime`` (seconds, float) and ``peers``: a list of
+        dicts ``id, address, connected, match_index, last_contact``
+        (seconds ago, float or None)."""
+
+    def members():
+        """A list of dicts ``id, address, role`` ('voter' or 'learner'),
+        ``is_leader`` (bool), ``is_self`` (bool)."""
+
+    def stats():
+        """A dict of counters and figures: ``requests`` and ``errors`` (dicts
+        kind -> count), ``latency_ms`` (dict p50/p90/p99/max), ``batch_sizes``
+        (dict mean/max), ``fsyncs`` (int)."""
+
+    def get(key):
+        """Deferred firing with the value (bytes) or None; linearizable."""
+
+    def put(key, value):
+        """Deferred firing with the Raft index when the write is applied."""
+
+    def delete(key):
+        """Deferred firing with True when the key existed."""
+
+    def scan(prefix, limit):
+        """Deferred firing with a list of (key, value) pairs; linearizable."""
+
+    def set_log_level(level):
+        """Set the node's log level ('debug', 'info', 'warn', 'error')."""
+
+    def isolate(peer_ids):
+        """Drop all peer traffic to and from ``peer_ids`` (fault injection
+        only; raises RuntimeError when not enabled, KeyError for an unknown
+        peer)."""
+
+    def heal():
+        """Undo every `isolate`."""
