@@ -1,0 +1,87 @@
+"""The asyncio client: the shared `Session` logic on an asyncio loop.
+
+    async with AsyncioClient(["127.0.0.1:50051", "127.0.0.1:50052"]) as c:
+        await c.put(b"k", b"v")
+        await c.get(b"k")
+
+Many awaits may be in flight on the one connection at once.
+"""
+
+import asyncio
+
+import txaio.aio
+
+from geocachedb import errors
+from geocachedb.client.core import ClientCore
+from geocachedb.client.session import Session
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, api, max_frame):
+        self.transport = None
+        self.core = ClientCore(api, self._write, max_frame) if max_frame else ClientCore(api, self._write)
+
+    def _write(self, data):
+        self.transport.write(data)
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data):
+        if not self.core.data_received(data):
+            self.transport.abort()
+
+    def connection_lost(self, exc):
+        self.core.connection_lost("connection lost%s" % (": %s" % exc if exc else ""))
+
+    def close(self):
+        if self.transport is not None:
+            self.transport.close()
+
+
+class AsyncioClient(Session):
+    def __init__(self, addresses, timeout=5.0, loop=None, max_frame=None):
+        self._loop = loop
+        super().__init__(addresses, None, timeout, max_frame)
+
+    @property
+    def loop(self):
+        return self._loop or asyncio.get_running_loop()
+
+    def _api(self):
+        if self.api is None:
+            self.api = txaio.aio.with_config(loop=self.loop)
+        return self.api
+
+    async def _open(self, host, port):
+        api = self._api()
+        try:
+            _, conn = await self.loop.create_connection(
+                lambda: _Connection(api, self.max_frame), host, port
+            )
+        except ConnectionRefusedError:
+            raise errors.Unavailable("cannot connect to %s:%d: connection refused" % (host, port)) from None
+        except OSError as e:
+            raise errors.Unavailable("cannot connect to %s:%d: %s" % (host, port, e.strerror or e)) from None
+        return conn
+
+    async def _bounded(self, awaitable, seconds):
+        return await asyncio.wait_for(awaitable, seconds)
+
+    async def call(self, kind, key=b"", value=b"", **extra):
+        self._api()
+        return await super().call(kind, key, value, **extra)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+    async def aclose(self):
+        self.close()

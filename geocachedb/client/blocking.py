@@ -1,0 +1,71 @@
+"""The blocking client, for scripts and threads.
+
+    with BlockingClient(["127.0.0.1:50051"], timeout=5.0) as c:
+        c.put(b"k", b"v")
+        assert c.get(b"k") == b"v"
+
+It runs an `AsyncioClient` on a private event loop in a daemon thread and
+hands each call to it, so it is safe to call from several threads at once
+and their requests share one pipelined connection.
+"""
+
+import asyncio
+import threading
+
+from geocachedb import errors
+from geocachedb.client.asyncio_client import AsyncioClient
+
+
+class BlockingClient:
+    def __init__(self, addresses, timeout=5.0):
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="geocache-client", daemon=True)
+        self._thread.start()
+        self._client = AsyncioClient(addresses, timeout=timeout, loop=self._loop)
+        self._closed = False
+
+    def _run(self, coroutine):
+        if self._closed:
+            coroutine.close()
+            raise errors.Unavailable("client is closed")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(self.timeout + 1.0)
+        except TimeoutError:
+            future.cancel()
+            raise errors.Unavailable("timed out after %.1fs" % self.timeout) from None
+
+    def get(self, key: bytes, serializable: bool = False) -> "bytes | None":
+        return self._run(self._client.get(key, serializable))
+
+    def put(self, key: bytes, value: bytes) -> None:
+        return self._run(self._client.put(key, value))
+
+    def delete(self, key: bytes) -> bool:
+        return self._run(self._client.delete(key))
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
+        return self._run(self._client.range(start, end, prefix, limit, serializable))
+
+    def status(self):
+        return self._run(self._client.status())
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+
+        async def shutdown():
+            self._client.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,158 @@
+"""Failover, leader hints and retries: the client logic every flavour shares.
+
+`Session` holds a list of node addresses and one live connection.  A call
+goes to the current node; when the connection cannot be made or is lost,
+when the node answers UNAVAILABLE, or when it answers NOT_LEADER with the
+leader's address, the call moves on (to the leader, else to the next address)
+and tries again until its deadline.  Writes carry the session's client id
+and a sequence number that stays the same across retries, so the cluster
+applies a retried write at most once.
+
+The logic is written once as coroutines that await txaio futures: Twisted
+runs them with ``ensureDeferred``, asyncio as tasks.  A flavour supplies
+`_open` (make a connection) and `_bounded` (await with a time limit).
+"""
+
+import time
+
+from geocachedb import errors
+from geocachedb.client.core import build_request, check_bytes, parse_address, result_of
+
+WRITES = ("put", "delete")
+
+
+class Session:
+    RETRY_DELAY = 0.05
+
+    def __init__(self, addresses, api, timeout=5.0, max_frame=None):
+        if isinstance(addresses, str):
+            addresses = [a for a in addresses.split(",") if a]
+        if not addresses:
+            raise ValueError("at least one address is needed")
+        self.addresses = [parse_address(a) for a in addresses]
+        self.api = api
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self._current = 0
+        self._conn = None
+        self._connecting = None
+        self.client_id = None
+        self._seq = 0
+        self._closed = False
+
+    # ------------------------------------------------------ flavour hooks
+
+    def _open(self, host, port):
+        """Return an awaitable of a connection object with ``core`` (a
+        ClientCore) and ``close()``; fail with errors.Unavailable when it
+        cannot be made."""
+        raise NotImplementedError
+
+    async def _bounded(self, awaitable, seconds):
+        """Await ``awaitable`` for at most ``seconds``; raise TimeoutError."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------- internals
+
+    def _address_label(self, index=None):
+        host, port = self.addresses[self._current if index is None else index]
+        return "%s:%d" % (host, port)
+
+    async def _connection(self, remaining):
+        if self._conn is not None and self._conn.core.closed_reason is None:
+            return self._conn
+        self._conn = None
+        host, port = self.addresses[self._current]
+        conn = await self._bounded(self._open(host, port), remaining)
+        if self.client_id is None:
+            self.client_id = conn.core.client_id
+        self._conn = conn
+        return conn
+
+    def _move_on(self, address=None):
+        """Drop the current connection; go to ``address`` if it is one of
+        ours (a leader hint), else to the next address."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if address:
+            try:
+                target = parse_address(address)
+            except ValueError:
+                target = None
+            if target in self.addresses:
+                self._current = self.addresses.index(target)
+                return
+            if target is not None:
+                # A leader we were not told about: use it too.
+                self.addresses.append(target)
+                self._current = len(self.addresses) - 1
+                return
+        self._current = (self._current + 1) % len(self.addresses)
+
+    async def call(self, kind, key=b"", value=b"", **extra):
+        if self._closed:
+            raise errors.Unavailable("client is closed")
+        if kind in ("get", "put", "delete"):
+            check_bytes("key", key)
+        if kind == "put":
+            check_bytes("value", value)
+        request = build_request(kind, key, value, **extra)
+        if kind in WRITES:
+            self._seq += 1
+            request.seq = self._seq
+        deadline = time.monotonic() + self.timeout
+        last_error = None
+        tried = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise last_error or errors.Unavailable("timed out after %.1fs" % self.timeout)
+            tried += 1
+            try:
+                conn = await self._connection(remaining)
+                if kind in WRITES:
+                    request.client_id = self.client_id
+                remaining = deadline - time.monotonic()
+                response = await self._bounded(conn.core.call(request), max(remaining, 0.001))
+                return result_of(kind, response)
+            except errors.NotLeader as e:
+                last_error = e
+                self._move_on(e.leader_addr)
+            except errors.Unavailable as e:
+                last_error = e
+                self._move_on()
+            except TimeoutError:
+                last_error = errors.Unavailable(
+                    "no answer from %s within %.1fs" % (self._address_label(), self.timeout)
+                )
+                self._move_on()
+            # Every address failed once in a row: wait a little (an
+            # election may be under way) before going round again.
+            if tried % len(self.addresses) == 0:
+                await self.api.sleep(self.RETRY_DELAY)
+
+    def close(self):
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ----------------------------------------------------- the public API
+
+    async def get(self, key, serializable=False):
+        return await self.call("get", key, serializable=serializable)
+
+    async def put(self, key, value):
+        return await self.call("put", key, value)
+
+    async def delete(self, key):
+        return await self.call("delete", key)
+
+    async def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
+        return await self.call(
+            "range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable
+        )
+
+    async def status(self):
+        return await self.call("status")

@@ -1,0 +1,139 @@
+"""The Twisted client: Deferreds all the way.
+
+Two levels:
+
+- `GeoCacheClientProtocol` / `GeoCacheClientFactory`: one connection to one
+  node, ``get``/``put``/``delete``/``range`` returning Deferreds, many
+  requests in flight matched by request id.  For programs that manage their
+  own connections.
+- `TwistedClient`: a list of node addresses with failover, leader hints and
+  exactly-once retries of writes (see `geocachedb.client.session`).
+"""
+
+import txaio.tx
+from twisted.internet import defer, endpoints, error, protocol
+
+from geocachedb import errors
+from geocachedb.client.core import ClientCore, build_request, check_bytes, result_of
+from geocachedb.client.session import Session
+from geocachedb.limits import MAX_FRAME_SIZE
+
+
+class GeoCacheClientProtocol(protocol.Protocol):
+    """One client connection (see module docstring)."""
+
+    max_frame = MAX_FRAME_SIZE
+
+    def __init__(self, reactor=None):
+        self.core = ClientCore(txaio.tx.with_config(reactor), self._write, self.max_frame)
+        self.lost = defer.Deferred()
+
+    def _write(self, data):
+        self.transport.write(data)
+
+    def dataReceived(self, data):
+        if not self.core.data_received(data):
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self.core.connection_lost("connection lost: %s" % reason.getErrorMessage())
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def close(self):
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def _call(self, kind, key=b"", value=b"", **extra):
+        try:
+            if kind in ("get", "put", "delete"):
+                check_bytes("key", key)
+            if kind == "put":
+                check_bytes("value", value)
+            request = build_request(kind, key, value, **extra)
+            if kind in ("put", "delete"):
+                request.client_id = self.core.client_id
+                request.seq = self.core.next_seq()
+        except (TypeError, ValueError) as e:
+            return defer.fail(e)
+        return self.core.call(request).addCallback(lambda response: result_of(kind, response))
+
+    def get(self, key, serializable=False):
+        return self._call("get", key, serializable=serializable)
+
+    def put(self, key, value):
+        return self._call("put", key, value)
+
+    def delete(self, key):
+        return self._call("delete", key)
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
+        return self._call("range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable)
+
+    def status(self):
+        return self._call("status")
+
+
+class GeoCacheClientFactory(protocol.ClientFactory):
+    protocol = GeoCacheClientProtocol
+
+    def __init__(self, reactor=None):
+        self.reactor = reactor
+
+    def buildProtocol(self, addr):
+        p = self.protocol(self.reactor)
+        p.factory = self
+        return p
+
+
+def describe_connect_error(host, port, failure):
+    reason = failure.value
+    if isinstance(reason, error.ConnectionRefusedError):
+        text = "connection refused"
+    elif isinstance(reason, (error.TimeoutError, defer.TimeoutError)):
+        text = "timed out"
+    elif isinstance(reason, error.DNSLookupError):
+        text = "unknown host"
+    else:
+        text = reason.__class__.__name__ if not str(reason) else str(reason).strip()
+    return errors.Unavailable("cannot connect to %s:%d: %s" % (host, port, text))
+
+
+class TwistedClient(Session):
+    """A cluster client for Twisted programs; every method returns a
+    Deferred."""
+
+    def __init__(self, addresses, reactor=None, timeout=5.0):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        super().__init__(addresses, txaio.tx.with_config(reactor), timeout)
+
+    def _open(self, host, port):
+        endpoint = endpoints.TCP4ClientEndpoint(self.reactor, host, port, timeout=max(1, int(self.timeout)))
+        d = endpoints.connectProtocol(endpoint, GeoCacheClientProtocol(self.reactor))
+        d.addErrback(lambda f: defer.fail(describe_connect_error(host, port, f)))
+        return d
+
+    async def _bounded(self, awaitable, seconds):
+        d = defer.ensureDeferred(awaitable) if not isinstance(awaitable, defer.Deferred) else awaitable
+        d.addTimeout(seconds, self.reactor)
+        try:
+            return await d
+        except defer.TimeoutError:
+            raise TimeoutError() from None
+
+    def get(self, key, serializable=False):
+        return defer.ensureDeferred(Session.get(self, key, serializable))
+
+    def put(self, key, value):
+        return defer.ensureDeferred(Session.put(self, key, value))
+
+    def delete(self, key):
+        return defer.ensureDeferred(Session.delete(self, key))
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
+        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable))
+
+    def status(self):
+        return defer.ensureDeferred(Session.status(self))

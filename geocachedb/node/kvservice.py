@@ -1,0 +1,179 @@
+"""Client requests in, responses out: validation and execution of the
+key-value API on one node.
+
+Sits between the client protocol (which parses frames) and the node (which
+owns the Raft replica).  Every request gets exactly one response through the
+``respond`` callback it was given.  Writes become encoded `Command`s proposed
+through Raft; linearizable reads wait for a ReadIndex barrier, serializable
+reads are served from the local store at once.  Callbacks, not Deferred
+chains, on this path: it runs once per request.
+"""
+
+from twisted.logger import Logger
+
+from geocachedb import errors
+from geocachedb.limits import MAX_KEY_SIZE, MAX_VALUE_SIZE
+from geocachedb.statemachine import DeleteResult, encode_delete, encode_put
+from geocachedb.wire import geocache_pb2 as pb
+
+MAX_RANGE_LIMIT = 10000
+MAX_RANGE_BYTES = 2 * 1024 * 1024
+
+
+def check_key(key):
+    if not key:
+        raise errors.InvalidArgument("key must not be empty")
+    if len(key) > MAX_KEY_SIZE:
+        raise errors.InvalidArgument(
+            "key of %d bytes is longer than the limit of %d bytes" % (len(key), MAX_KEY_SIZE)
+        )
+
+
+def error_response(request_id, error):
+    response = pb.Response(id=request_id)
+    if not isinstance(error, errors.GeoCacheError):
+        error = errors.Internal(str(error) or type(error).__name__)
+    error.to_pb(response.error)
+    return response
+
+
+class KVService:
+    """Executes `pb.Request`s against a node (see `geocachedb.node.node`)."""
+
+    log = Logger()
+
+    def __init__(self, node, max_value=MAX_VALUE_SIZE):
+        self.node = node
+        self.max_value = max_value
+        self._handlers = {
+            "get": self._get,
+            "put": self._put,
+            "delete": self._delete,
+            "range": self._range,
+            "status": self._status,
+        }
+
+    def handle(self, request, respond):
+        kind = request.WhichOneof("body")
+        rid = request.id
+        self.node.metrics.count_request(kind)
+        try:
+            self._handlers[kind](request, respond)
+        except errors.GeoCacheError as e:
+            self.node.metrics.count_error(e.code_name)
+            respond(error_response(rid, e))
+        except Exception as e:  # a bug must cost one request, not the node
+            self.log.failure("request {kind} failed", kind=kind)
+            self.node.metrics.count_error("INTERNAL")
+            respond(error_response(rid, errors.Internal("internal error: %s" % e)))
+
+    def _done(self, rid, respond, build):
+        """A callback(result, error) that responds with build(result)."""
+
+        def done(result, error):
+            if error is not None:
+                self.node.metrics.count_error(getattr(error, "code_name", "INTERNAL"))
+                respond(error_response(rid, error))
+            else:
+                respond(build(result))
+
+        return done
+
+    def _put(self, request, respond):
+        put = request.put
+        check_key(put.key)
+        if len(put.value) > self.max_value:
+            raise errors.TooLarge(
+                "value of %d bytes is larger than the limit of %d bytes"
+                % (len(put.value), self.max_value)
+            )
+        rid = request.id
+        data = encode_put(put.key, put.value, request.client_id, request.seq)
+        self.node.submit_write(
+            data,
+            self._done(rid, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))),
+            request,
+        )
+
+    def _delete(self, request, respond):
+        check_key(request.delete.key)
+        rid = request.id
+        data = encode_delete(request.delete.key, request.client_id, request.seq)
+
+        def build(result):
+            if not isinstance(result, DeleteResult):  # a deduplicated retry
+                return pb.Response(id=rid, delete=pb.DeleteResponse(deleted=False))
+            return pb.Response(
+                id=rid, delete=pb.DeleteResponse(deleted=result.deleted, index=result.index)
+            )
+
+        self.node.submit_write(data, self._done(rid, respond, build), request)
+
+    def _read(self, request, serializable, respond, read):
+        rid = request.id
+        if serializable:
+            respond(read())
+            return
+
+        def ready(_, error):
+            if error is not None:
+                self.node.metrics.count_error(getattr(error, "code_name", "INTERNAL"))
+                respond(error_response(rid, error))
+            else:
+                respond(read())
+
+        self.node.read_barrier(ready, request)
+
+    def _get(self, request, respond):
+        key = request.get.key
+        check_key(key)
+        rid = request.id
+
+        def read():
+            value = self.node.state_machine.get(key)
+            if value is None:
+                return pb.Response(id=rid, get=pb.GetResponse(found=False))
+            return pb.Response(id=rid, get=pb.GetResponse(found=True, value=value))
+
+        self._read(request, request.get.serializable, respond, read)
+
+    def _range(self, request, respond):
+        r = request.range
+        limit = r.limit or MAX_RANGE_LIMIT
+        if limit > MAX_RANGE_LIMIT:
+            raise errors.InvalidArgument("range limit must be at most %d" % MAX_RANGE_LIMIT)
+        rid = request.id
+
+        def read():
+            # One extra pair tells whether there is more.
+            pairs = self.node.state_machine.scan(r.start, r.end or None, r.prefix or None, limit + 1)
+            response = pb.Response(id=rid)
+            response.range.more = len(pairs) > limit
+            size = 0
+            for key, value in pairs[:limit]:
+                # Keep the response well inside one frame; the client asks
+                # again from the last key for the rest.
+                size += len(key) + len(value) + 8
+                if size > MAX_RANGE_BYTES and response.range.kvs:
+                    response.range.more = True
+                    break
+                response.range.kvs.add(key=key, value=value)
+            return response
+
+        self._read(request, r.serializable, respond, read)
+
+    def _status(self, request, respond):
+        s = self.node.status()
+        respond(
+            pb.Response(
+                id=request.id,
+                status=pb.StatusResponse(
+                    node_id=s["id"],
+                    role=s["role"],
+                    term=s["term"],
+                    leader_id=s["leader"] or "",
+                    commit_index=s["commit_index"],
+                    applied_index=s["applied_index"],
+                ),
+            )
+        )

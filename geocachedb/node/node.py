@@ -1,0 +1,388 @@
+"""The node: one Raft replica hosted on the Twisted reactor.
+
+This is the glue between the pure parts and the world.  It owns the storage
+backend, the durable Raft log and the `Replica` (the host loop shared with
+the simulator), drives the replica's logical clock from a `LoopingCall`, and
+runs the replica's ``process()`` at most once per reactor turn: every request
+that arrived in that turn shares one Ready, hence one log append, one fsync
+and one storage transaction (group commit without timers).
+
+Clients reach it through `KVService` (``submit_write`` / ``read_barrier``);
+the admin shell through `INodeControl`; peers through the peer network.
+"""
+
+import os
+import random
+import time
+from collections import deque
+
+from twisted.application import service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import LogLevel, Logger, globalLogPublisher
+from zope.interface import implementer
+
+from geocachedb import errors
+from geocachedb.interfaces import INodeControl, IPeerTransport
+from geocachedb.node.metrics import NodeMetrics
+from geocachedb.raft.types import RaftConfig
+from geocachedb.statemachine import DeleteResult, KVStateMachine, encode_delete, encode_put
+from geocachedb.storage import open_storage
+
+# Requests that arrive while no leader is known wait this many election
+# timeouts for one before failing with UNAVAILABLE.
+LEADER_WAIT_ELECTIONS = 2
+MAX_WAITING = 10000
+
+
+@implementer(IPeerTransport)
+class NoPeers:
+    """The transport of a single-node cluster: there is nobody to talk to."""
+
+    def send(self, message):
+        pass
+
+
+class NodeConfig:
+    """Everything a node needs to start; built by `geocachedb.tap`."""
+
+    def __init__(
+        self,
+        node_id,
+        data_dir,
+        listen="tcp:50051",
+        peers=None,
+        cluster_id="geocache",
+        storage="lmdb",
+        storage_options=None,
+        tick_seconds=0.1,
+        election_ticks=10,
+        heartbeat_ticks=1,
+        max_frame=4 * 1024 * 1024,
+        max_value=1024 * 1024,
+        fault_injection=False,
+        advertise=None,
+    ):
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.listen = listen
+        self.peers = dict(peers or {})
+        self.cluster_id = cluster_id
+        self.storage = storage
+        self.storage_options = dict(storage_options or {})
+        self.tick_seconds = tick_seconds
+        self.election_ticks = election_ticks
+        self.heartbeat_ticks = heartbeat_ticks
+        self.max_frame = max_frame
+        self.max_value = max_value
+        self.fault_injection = fault_injection
+        self.advertise = advertise
+
+    @property
+    def voters(self):
+        return sorted(set(self.peers) | {self.node_id})
+
+
+def open_raft_log(path):
+    from geocachedb.wal import WriteAheadLog
+
+    return WriteAheadLog(path)
+
+
+@implementer(INodeControl)
+class Node(service.Service):
+    log = Logger()
+
+    def __init__(self, config, reactor=None, transport_factory=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.config = config
+        self.node_id = config.node_id
+        self.fault_injection_enabled = config.fault_injection
+        self.metrics = NodeMetrics()
+        self._transport_factory = transport_factory
+        self.transport = NoPeers()
+        self.replica = None
+        self.storage = None
+        self.raft_log = None
+        self._scheduled = False
+        self._waiting = deque()  # (deadline, retry) while no leader is known
+        self._started_at = None
+        self._ticker = None
+        self.forwarder = None  # set by the cluster glue when there are peers
+
+    # ------------------------------------------------------------ lifecycle
+
+    def startService(self):
+        from geocachedb.replica import Replica
+
+        cfg = self.config
+        self.storage = open_storage(cfg.storage, os.path.join(cfg.data_dir, "kv"), **cfg.storage_options)
+        self.raft_log = open_raft_log(os.path.join(cfg.data_dir, "raft"))
+        self.state_machine = KVStateMachine(self.storage)
+        if self._transport_factory is not None:
+            self.transport = self._transport_factory(self)
+        raft_config = RaftConfig(
+            election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks
+        )
+        self.replica = Replica(
+            cfg.node_id,
+            cfg.voters,
+            self.raft_log,
+            self.transport,
+            self.state_machine,
+            random.Random(),
+            raft_config,
+        )
+        self._started_at = self._reactor.seconds()
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = self._reactor
+        self._ticker.start(cfg.tick_seconds, now=True)
+        self.log.info(
+            "node {id} started: storage {storage} in {data}, {n} voter(s), applied index {applied}",
+            id=cfg.node_id,
+            storage=cfg.storage,
+            data=cfg.data_dir,
+            n=len(cfg.voters),
+            applied=self.state_machine.applied_index,
+        )
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        for _, retry in self._waiting:
+            retry(expired=True)
+        self._waiting.clear()
+        if self.raft_log is not None:
+            self.raft_log.close()
+        if self.storage is not None:
+            self.storage.close()
+
+    # --------------------------------------------------------------- driving
+
+    def _tick(self):
+        self.replica.tick()
+        self._expire_waiting()
+        self.schedule()
+
+    def schedule(self):
+        """Run the replica's process() once, at the end of this reactor
+        turn, however many inputs arrive before then."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._reactor.callLater(0, self._process)
+
+    def _process(self):
+        self._scheduled = False
+        if self.replica is None:
+            return
+        self.replica.process()
+        if self._waiting and self.replica.leader_id is not None:
+            self._retry_waiting()
+
+    def receive(self, message):
+        """A Raft message from the peer network."""
+        self.replica.receive(message)
+        self.schedule()
+
+    # -------------------------------------------------- the replicated path
+
+    def _wait_for_leader(self, retry, callback):
+        if len(self._waiting) >= MAX_WAITING:
+            callback(None, errors.Unavailable("no leader, and too many requests are waiting for one"))
+            return
+        wait = self.config.tick_seconds * self.config.election_ticks * LEADER_WAIT_ELECTIONS
+        self._waiting.append((self._reactor.seconds() + wait, retry))
+
+    def _expire_waiting(self):
+        now = self._reactor.seconds()
+        while self._waiting and self._waiting[0][0] <= now:
+            _, retry = self._waiting.popleft()
+            retry(expired=True)
+
+    def _retry_waiting(self):
+        waiting, self._waiting = self._waiting, deque()
+        for _, retry in waiting:
+            retry(expired=False)
+
+    def submit_write(self, data, callback, request=None):
+        """Replicate ``data`` (an encoded Command); ``callback(result,
+        error)`` once it is applied here, or with the error.  On a follower
+        the request goes to the leader when the cluster glue can forward it."""
+
+        def on_done(result, error):
+            if isinstance(error, errors.NotLeader):
+                if not error.leader_id:
+                    return self._wait_for_leader(retry, callback)
+                if self.forwarder is not None and request is not None:
+                    return self.forwarder.forward(error.leader_id, request, callback)
+                error.leader_addr = error.leader_addr or self.address_of(error.leader_id)
+            callback(result, error)
+
+        def retry(expired):
+            if expired:
+                callback(None, errors.Unavailable("no leader elected; try again"))
+            else:
+                self.submit_write(data, callback, request)
+
+        self.replica.propose(data, on_done)
+        self.schedule()
+
+    def read_barrier(self, callback, request=None):
+        """``callback(None, None)`` once a linearizable read may be served
+        from the local state machine."""
+
+        def on_done(result, error):
+            if isinstance(error, errors.NotLeader):
+                if not error.leader_id:
+                    return self._wait_for_leader(retry, callback)
+                error.leader_addr = error.leader_addr or self.address_of(error.leader_id)
+            callback(result, error)
+
+        def retry(expired):
+            if expired:
+                callback(None, errors.Unavailable("no leader elected; try again"))
+            else:
+                self.read_barrier(callback, request)
+
+        self.replica.read_barrier(on_done)
+        self.schedule()
+
+    def address_of(self, node_id):
+        if node_id == self.node_id:
+            return self.config.advertise or ""
+        return self.config.peers.get(node_id, "")
+
+    # ------------------------------------------------- INodeControl (admin)
+
+    def _deferred(self, start, convert=lambda r: r):
+        d = Deferred()
+
+        def done(result, error):
+            if error is not None:
+                d.errback(error)
+            else:
+                d.callback(convert(result))
+
+        start(done)
+        return d
+
+    def get(self, key):
+        return self._deferred(
+            lambda done: self.read_barrier(done), lambda _: self.state_machine.get(key)
+        )
+
+    def put(self, key, value):
+        return self._deferred(
+            lambda done: self.submit_write(encode_put(key, value), done), lambda r: r.index
+        )
+
+    def delete(self, key):
+        return self._deferred(
+            lambda done: self.submit_write(encode_delete(key), done),
+            lambda r: isinstance(r, DeleteResult) and r.deleted,
+        )
+
+    def scan(self, prefix, limit):
+        return self._deferred(
+            lambda done: self.read_barrier(done),
+            lambda _: self.state_machine.scan(prefix=prefix or None, limit=limit),
+        )
+
+    def status(self):
+        s = dict(self.replica.status())
+        storage_stats = self.storage.stats()
+        peers = []
+        peer_status = s.get("peers", {})
+        connected = getattr(self.transport, "connected_peers", lambda: set())()
+        for peer_id in sorted(self.config.peers):
+            p = peer_status.get(peer_id, {})
+            ticks = p.get("last_contact_ticks")
+            peers.append(
+                {
+                    "id": peer_id,
+                    "address": self.config.peers[peer_id],
+                    "connected": peer_id in connected,
+                    "match_index": p.get("match_index"),
+                    "last_contact": None if ticks is None else ticks * self.config.tick_seconds,
+                }
+            )
+        s.update(
+            {
+                "id": self.node_id,
+                "storage": self.config.storage,
+                "storage_bytes": storage_stats.get("bytes_on_disk", 0),
+                "uptime": self._reactor.seconds() - (self._started_at or self._reactor.seconds()),
+                "peers": peers,
+            }
+        )
+        return s
+
+    def members(self):
+        leader = self.replica.leader_id
+        return [
+            {
+                "id": node_id,
+                "address": self.address_of(node_id),
+                "role": "voter",
+                "is_leader": node_id == leader,
+                "is_self": node_id == self.node_id,
+            }
+            for node_id in self.config.voters
+        ]
+
+    def stats(self):
+        log_stats = self.raft_log.stats()
+        return {
+            "requests": dict(self.metrics.requests),
+            "errors": dict(self.metrics.errors),
+            "latency_ms": self.metrics.latency_ms(),
+            "batch_sizes": self.metrics.batch_sizes(),
+            "fsyncs": log_stats.get("syncs", 0),
+        }
+
+    def set_log_level(self, level):
+        set_log_level(level)
+
+    def isolate(self, peer_ids):
+        if not self.fault_injection_enabled:
+            raise RuntimeError("fault injection is off; start the node with --enable-fault-injection")
+        unknown = [p for p in peer_ids if p not in self.config.peers]
+        if unknown:
+            raise KeyError("unknown peer(s): %s" % ", ".join(unknown))
+        self.transport.isolate(peer_ids)
+
+    def heal(self):
+        if not self.fault_injection_enabled:
+            raise RuntimeError("fault injection is off; start the node with --enable-fault-injection")
+        self.transport.heal()
+
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "warning": LogLevel.warn,
+    "error": LogLevel.error,
+}
+_level_filter = {"level": LogLevel.info}
+
+
+def set_log_level(level):
+    try:
+        _level_filter["level"] = _LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError("unknown log level %r (choose from debug, info, warn, error)" % level) from None
+
+
+def level_filtered(observer):
+    """Wrap a log observer so that `set_log_level` applies to it."""
+
+    def filtered(event):
+        if event.get("log_level", LogLevel.info) >= _level_filter["level"]:
+            observer(event)
+
+    return filtered
