@@ -9,6 +9,8 @@ reads are served from the local store at once.  Callbacks, not Deferred
 chains, on this path: it runs once per request.
 """
 
+import time
+
 from twisted.logger import Logger
 
 from geocachedb import errors
@@ -42,8 +44,11 @@ class KVService:
 
     log = Logger()
 
-    def __init__(self, node, max_value=MAX_VALUE_SIZE):
+    def __init__(self, node, max_value=MAX_VALUE_SIZE, clock=time.monotonic):
         self.node = node
+        node.kv = self
+        self._clock = clock
+        self._forwarded = False
         self.max_value = max_value
         self._handlers = {
             "get": self._get,
@@ -53,10 +58,21 @@ class KVService:
             "status": self._status,
         }
 
-    def handle(self, request, respond):
+    def handle(self, request, respond, forwarded=False):
+        """Run ``request``; ``respond(response)`` exactly once.  A request
+        that a follower forwarded here is never forwarded again."""
         kind = request.WhichOneof("body")
         rid = request.id
-        self.node.metrics.count_request(kind)
+        metrics = self.node.metrics
+        metrics.count_request(kind)
+        start = self._clock()
+
+        def timed(response):
+            metrics.observe_latency(self._clock() - start)
+            respond(response)
+
+        respond = timed
+        self._forwarded = forwarded
         try:
             self._handlers[kind](request, respond)
         except errors.GeoCacheError as e:
@@ -67,10 +83,15 @@ class KVService:
             self.node.metrics.count_error("INTERNAL")
             respond(error_response(rid, errors.Internal("internal error: %s" % e)))
 
-    def _done(self, rid, respond, build):
-        """A callback(result, error) that responds with build(result)."""
+    def _done(self, request, respond, build):
+        """A callback(result, error) that responds with build(result), or
+        sends the request to the leader when this node is not it."""
+        rid = request.id
+        forwarded = self._forwarded
 
         def done(result, error):
+            if error is not None and self._forward(error, request, respond, forwarded):
+                return
             if error is not None:
                 self.node.metrics.count_error(getattr(error, "code_name", "INTERNAL"))
                 respond(error_response(rid, error))
@@ -78,6 +99,18 @@ class KVService:
                 respond(build(result))
 
         return done
+
+    def _forward(self, error, request, respond, forwarded):
+        forward = getattr(self.node.transport, "forward", None)
+        if (
+            isinstance(error, errors.NotLeader)
+            and error.leader_id
+            and not forwarded
+            and forward is not None
+        ):
+            forward(error.leader_id, request, respond)
+            return True
+        return False
 
     def _put(self, request, respond):
         put = request.put
@@ -91,8 +124,7 @@ class KVService:
         data = encode_put(put.key, put.value, request.client_id, request.seq)
         self.node.submit_write(
             data,
-            self._done(rid, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))),
-            request,
+            self._done(request, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))),
         )
 
     def _delete(self, request, respond):
@@ -107,22 +139,13 @@ class KVService:
                 id=rid, delete=pb.DeleteResponse(deleted=result.deleted, index=result.index)
             )
 
-        self.node.submit_write(data, self._done(rid, respond, build), request)
+        self.node.submit_write(data, self._done(request, respond, build))
 
     def _read(self, request, serializable, respond, read):
-        rid = request.id
         if serializable:
             respond(read())
             return
-
-        def ready(_, error):
-            if error is not None:
-                self.node.metrics.count_error(getattr(error, "code_name", "INTERNAL"))
-                respond(error_response(rid, error))
-            else:
-                respond(read())
-
-        self.node.read_barrier(ready, request)
+        self.node.read_barrier(self._done(request, respond, lambda _: read()))
 
     def _get(self, request, respond):
         key = request.get.key

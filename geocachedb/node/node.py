@@ -110,7 +110,7 @@ class Node(service.Service):
         self._waiting = deque()  # (deadline, retry) while no leader is known
         self._started_at = None
         self._ticker = None
-        self.forwarder = None  # set by the cluster glue when there are peers
+        self.kv = None  # the KVService, set when it is created
 
     # ------------------------------------------------------------ lifecycle
 
@@ -156,6 +156,9 @@ class Node(service.Service):
         for _, retry in self._waiting:
             retry(expired=True)
         self._waiting.clear()
+        stop = getattr(self.transport, "stop", None)
+        if stop is not None:
+            stop()
         if self.raft_log is not None:
             self.raft_log.close()
         if self.storage is not None:
@@ -208,17 +211,15 @@ class Node(service.Service):
         for _, retry in waiting:
             retry(expired=False)
 
-    def submit_write(self, data, callback, request=None):
-        """Replicate ``data`` (an encoded Command); ``callback(result,
-        error)`` once it is applied here, or with the error.  On a follower
-        the request goes to the leader when the cluster glue can forward it."""
+    def _leader_aware(self, start, callback):
+        """Run ``start(on_done)`` against the replica.  While no leader is
+        known the request waits (bounded) for an election instead of failing
+        at once; a NOT_LEADER error gets the leader's client address."""
 
         def on_done(result, error):
             if isinstance(error, errors.NotLeader):
                 if not error.leader_id:
                     return self._wait_for_leader(retry, callback)
-                if self.forwarder is not None and request is not None:
-                    return self.forwarder.forward(error.leader_id, request, callback)
                 error.leader_addr = error.leader_addr or self.address_of(error.leader_id)
             callback(result, error)
 
@@ -226,30 +227,21 @@ class Node(service.Service):
             if expired:
                 callback(None, errors.Unavailable("no leader elected; try again"))
             else:
-                self.submit_write(data, callback, request)
+                self._leader_aware(start, callback)
 
-        self.replica.propose(data, on_done)
+        start(on_done)
         self.schedule()
 
-    def read_barrier(self, callback, request=None):
+    def submit_write(self, data, callback):
+        """Replicate ``data`` (an encoded Command); ``callback(result,
+        error)`` once it is applied here, or with the error (NOT_LEADER on a
+        follower: the caller may forward the request to the leader)."""
+        self._leader_aware(lambda done: self.replica.propose(data, done), callback)
+
+    def read_barrier(self, callback):
         """``callback(None, None)`` once a linearizable read may be served
         from the local state machine."""
-
-        def on_done(result, error):
-            if isinstance(error, errors.NotLeader):
-                if not error.leader_id:
-                    return self._wait_for_leader(retry, callback)
-                error.leader_addr = error.leader_addr or self.address_of(error.leader_id)
-            callback(result, error)
-
-        def retry(expired):
-            if expired:
-                callback(None, errors.Unavailable("no leader elected; try again"))
-            else:
-                self.read_barrier(callback, request)
-
-        self.replica.read_barrier(on_done)
-        self.schedule()
+        self._leader_aware(self.replica.read_barrier, callback)
 
     def address_of(self, node_id):
         if node_id == self.node_id:

@@ -1,0 +1,320 @@
+"""The peer network: Raft messages and forwarded client requests between
+nodes, over the nodes' shared listening port.
+
+Each node dials every other voter once (`twisted.application.internet.
+ClientService`, reconnecting with exponential backoff) and sends its Raft
+messages on that connection; what it receives arrives on the connections the
+others dialed.  A connection starts with the preamble, then a `PeerHello`
+naming the cluster id, the sender and the intended receiver; a hello from
+another cluster, from an id that is not a member, or meant for another node
+is refused with one log line and the connection is closed.
+
+Nothing queues without bound: a connection registers as a push producer of
+its transport, and while the kernel buffer is full at most
+`MAX_PEER_BUFFER` more bytes are written; further Raft messages are dropped
+(Raft retransmits) and forwarded requests fail with UNAVAILABLE.
+
+Forwarding: a follower sends a client request it cannot serve to the leader
+as a `Forward` and relays the leader's `Response` verbatim.  The leader never
+forwards a forwarded request again (no loops when leadership moves).
+"""
+
+import itertools
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import endpoints, protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from geocachedb import errors
+from geocachedb.client.core import parse_address
+from geocachedb.interfaces import IPeerTransport
+from geocachedb.node.kvservice import error_response
+from geocachedb.node.listener import PEER_PREAMBLE
+from geocachedb.wire import geocache_pb2 as pb
+from geocachedb.wire.framing import EnvelopeReceiver, FrameError
+from geocachedb.wire.raft_codec import message_from_pb, message_to_pb
+
+MAX_PEER_BUFFER = 8 * 1024 * 1024
+FORWARD_TIMEOUT = 10.0
+
+
+class PeerConnection(EnvelopeReceiver):
+    """One authenticated connection between two members (either side)."""
+
+    envelope = pb.PeerMessage
+    log = Logger()
+
+    def __init__(self, network, expected_peer=None):
+        self.network = network
+        self.MAX_LENGTH = network.max_frame
+        self.peer_id = None  # known after the hello
+        self.expected_peer = expected_peer  # set when we dialed
+        self.paused = False
+        self._paused_bytes = 0
+
+    # -------------------------------------------------------- connection
+
+    def connectionMade(self):
+        self.transport.registerProducer(self, True)
+        if self.expected_peer is not None:
+            self.transport.write(PEER_PREAMBLE)
+            self._send_hello(self.expected_peer)
+
+    def _send_hello(self, target):
+        msg = pb.PeerMessage()
+        msg.hello.cluster_id = self.network.cluster_id
+        msg.hello.node_id = self.network.node_id
+        msg.hello.target_id = target
+        self.send_envelope(msg)
+
+    def connectionLost(self, reason):
+        if self.peer_id is not None:
+            self.network.connection_lost(self)
+
+    # IPushProducer: the transport tells us when its buffer is full.
+    def pauseProducing(self):
+        self.paused = True
+        self._paused_bytes = 0
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        pass
+
+    def try_send(self, message):
+        """Send unless the bounded buffer is full; return whether sent."""
+        data = message.SerializeToString()
+        if len(data) > self.MAX_LENGTH:
+            return False
+        if self.paused:
+            if self._paused_bytes + len(data) > MAX_PEER_BUFFER:
+                return False
+            self._paused_bytes += len(data) + 4
+        self.sendString(data)
+        return True
+
+    # ----------------------------------------------------------- frames
+
+    def frame_error(self, reason):
+        self.network.count_drop("frame error")
+
+    def refuse(self, why):
+        self.log.warn(
+            "refusing peer connection from {addr}: {why}", addr=self.peer_label(), why=why
+        )
+        msg = pb.PeerMessage()
+        msg.error.code = pb.INVALID_ARGUMENT
+        msg.error.message = why
+        try:
+            self.send_envelope(msg)
+        except FrameError:
+            pass
+        self.transport.loseConnection()
+
+    def envelope_received(self, msg):
+        kind = msg.WhichOneof("body")
+        if self.peer_id is None:
+            if kind == "error":
+                self.log.warn(
+                    "peer {addr} refused us: {message}", addr=self.peer_label(), message=msg.error.message
+                )
+                self.transport.loseConnection()
+                return
+            if kind != "hello":
+                return self.refuse("the first message must be a hello")
+            return self._hello(msg.hello)
+        if self.peer_id in self.network.isolated:
+            return  # fault injection: the link is cut both ways
+        if kind == "raft":
+            self.network.raft_received(self, msg.raft)
+        elif kind == "forward":
+            self.network.forward_received(self, msg.forward)
+        elif kind == "error":
+            self.log.warn("peer {peer}: {message}", peer=self.peer_id, message=msg.error.message)
+
+    def _hello(self, hello):
+        net = self.network
+        if hello.cluster_id != net.cluster_id:
+            return self.refuse(
+                "cluster id %r does not match ours (%r)" % (hello.cluster_id, net.cluster_id)
+            )
+        if hello.node_id not in net.peer_addresses:
+            return self.refuse("node id %r is not a member of this cluster" % hello.node_id)
+        if hello.target_id != net.node_id:
+            return self.refuse(
+                "hello meant for %r reached %r" % (hello.target_id, net.node_id)
+            )
+        if self.expected_peer is not None and hello.node_id != self.expected_peer:
+            return self.refuse(
+                "dialed %s but %r answered" % (self.expected_peer, hello.node_id)
+            )
+        self.peer_id = hello.node_id
+        if self.expected_peer is None:
+            self._send_hello(hello.node_id)  # let the dialer check us too
+        net.connection_made(self)
+
+
+class _DialFactory(protocol.Factory):
+    def __init__(self, network, peer_id):
+        self.network = network
+        self.peer_id = peer_id
+
+    def buildProtocol(self, addr):
+        return PeerConnection(self.network, expected_peer=self.peer_id)
+
+
+class IncomingPeerFactory(protocol.Factory):
+    """Builds the protocol for a connection that opened with the preamble."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def buildProtocol(self, addr):
+        return PeerConnection(self.node.transport)
+
+
+@implementer(IPeerTransport)
+class PeerNetwork:
+    log = Logger()
+
+    def __init__(self, node, reactor):
+        self.node = node
+        self.reactor = reactor
+        self.node_id = node.node_id
+        self.cluster_id = node.config.cluster_id
+        self.peer_addresses = dict(node.config.peers)
+        self.max_frame = node.config.max_frame
+        self.outgoing = {}  # peer id -> PeerConnection we dialed (for sending)
+        self.isolated = set()
+        self.dropped = {}
+        self._forwards = {}  # forward id -> (respond, timeout call)
+        self._forward_ids = itertools.count(1)
+        self._dialers = {}
+
+    def start(self):
+        policy = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=2.0)
+        for peer_id, address in sorted(self.peer_addresses.items()):
+            host, port = parse_address(address)
+            endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=2)
+            dialer = ClientService(endpoint, _DialFactory(self, peer_id), retryPolicy=policy, clock=self.reactor)
+            dialer.startService()
+            self._dialers[peer_id] = dialer
+
+    def stop(self):
+        for dialer in self._dialers.values():
+            dialer.stopService()
+        self._dialers.clear()
+        for fid in list(self._forwards):
+            self._fail_forward(fid, "node is shutting down")
+
+    def count_drop(self, why):
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+
+    # --------------------------------------------------- IPeerTransport
+
+    def send(self, message):
+        if message.to in self.isolated:
+            return
+        conn = self.outgoing.get(message.to)
+        if conn is None:
+            return self.count_drop("not connected")
+        envelope = pb.PeerMessage()
+        message_to_pb(message, envelope.raft)
+        if not conn.try_send(envelope):
+            self.count_drop("send buffer full")
+
+    def connected_peers(self):
+        return set(self.outgoing)
+
+    # ------------------------------------------------------- connections
+
+    def connection_made(self, conn):
+        if conn.expected_peer is not None:
+            old = self.outgoing.get(conn.peer_id)
+            self.outgoing[conn.peer_id] = conn
+            if old is not None and old is not conn:
+                old.transport.loseConnection()
+            self.log.info("connected to peer {peer}", peer=conn.peer_id)
+
+    def connection_lost(self, conn):
+        if self.outgoing.get(conn.peer_id) is conn:
+            del self.outgoing[conn.peer_id]
+            self.log.info("lost connection to peer {peer}", peer=conn.peer_id)
+            for fid, (respond, _, peer_id, _) in list(self._forwards.items()):
+                if peer_id == conn.peer_id:
+                    self._fail_forward(fid, "connection to the leader %s lost; the outcome is unknown" % peer_id)
+
+    def raft_received(self, conn, m):
+        if m.frm != conn.peer_id or m.to != self.node_id:
+            return self.count_drop("misaddressed")
+        self.node.receive(message_from_pb(m))
+
+    # -------------------------------------------------------- forwarding
+
+    def forward(self, leader_id, request, respond):
+        """Send ``request`` to the leader; ``respond(response)`` with its
+        answer, or with an UNAVAILABLE error."""
+        conn = self.outgoing.get(leader_id)
+        if conn is None or leader_id in self.isolated:
+            respond(error_response(request.id, errors.Unavailable("leader %s is not reachable from this node" % leader_id)))
+            return
+        fid = next(self._forward_ids)
+        envelope = pb.PeerMessage()
+        envelope.forward.id = fid
+        envelope.forward.request.CopyFrom(request)
+        timeout = self.reactor.callLater(FORWARD_TIMEOUT, self._fail_forward, fid, "the leader did not answer in time; the outcome is unknown")
+        self._forwards[fid] = (respond, timeout, leader_id, request.id)
+        if not conn.try_send(envelope):
+            self._fail_forward(fid, "too much traffic to the leader; try again")
+
+    def _fail_forward(self, fid, why):
+        entry = self._forwards.pop(fid, None)
+        if entry is None:
+            return
+        respond, timeout, _, request_id = entry
+        if timeout.active():
+            timeout.cancel()
+        respond(error_response(request_id, errors.Unavailable(why)))
+
+    def forward_received(self, conn, fwd):
+        if fwd.HasField("response"):
+            entry = self._forwards.pop(fwd.id, None)
+            if entry is not None:
+                respond, timeout, _, _ = entry
+                if timeout.active():
+                    timeout.cancel()
+                respond(fwd.response)
+            return
+        if not fwd.HasField("request") or fwd.request.WhichOneof("body") is None:
+            return self.count_drop("empty forward")
+
+        def respond(response, fid=fwd.id):
+            if conn.transport is None or conn.transport.disconnecting:
+                return
+            reply = pb.PeerMessage()
+            reply.forward.id = fid
+            reply.forward.response.CopyFrom(response)
+            conn.try_send(reply)
+
+        self.node.kv.handle(fwd.request, respond, forwarded=True)
+
+    # ---------------------------------------------------- fault injection
+
+    def isolate(self, peer_ids):
+        self.isolated.update(peer_ids)
+        self.log.warn("fault injection: isolated from {peers}", peers=sorted(self.isolated))
+        for fid, (_, _, peer_id, _) in list(self._forwards.items()):
+            if peer_id in self.isolated:
+                self._fail_forward(fid, "leader %s is isolated (fault injection)" % peer_id)
+
+    def heal(self):
+        self.isolated.clear()
+        self.log.warn("fault injection: healed")
+
+
+def make_peer_network(node):
+    network = PeerNetwork(node, node._reactor)
+    network.start()
+    return network

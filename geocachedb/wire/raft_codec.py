@@ -1,0 +1,47 @@
+"""Raft messages to and from the wire: `geocachedb.raft.types.Message` <->
+protobuf `RaftMessage`, field for field.  Entry data is carried as the bytes
+the client's request was encoded into; nothing is re-encoded on the way."""
+
+from geocachedb.raft.types import Entry, Message
+from geocachedb.wire import geocache_pb2 as pb
+
+
+def message_to_pb(msg, out=None):
+    out = out if out is not None else pb.RaftMessage()
+    out.type = msg.type
+    out.to = msg.to
+    out.frm = msg.frm
+    out.term = msg.term
+    out.log_term = msg.log_term
+    out.index = msg.index
+    out.commit = msg.commit
+    out.reject = msg.reject
+    out.reject_hint = msg.reject_hint
+    out.hint_term = msg.hint_term
+    if msg.context:
+        out.context = msg.context
+    if msg.snapshot:
+        out.snapshot = msg.snapshot
+    if msg.entries:
+        add = out.entries.add
+        for e in msg.entries:
+            add(index=e.index, term=e.term, kind=e.kind, data=e.data)
+    return out
+
+
+def message_from_pb(m):
+    return Message(
+        type=m.type,
+        to=m.to,
+        frm=m.frm,
+        term=m.term,
+        log_term=m.log_term,
+        index=m.index,
+        entries=[Entry(e.index, e.term, e.data, e.kind) for e in m.entries],
+        commit=m.commit,
+        reject=m.reject,
+        reject_hint=m.reject_hint,
+        hint_term=m.hint_term,
+        context=m.context,
+        snapshot=m.snapshot,
+    )
