@@ -1,0 +1,185 @@
+"""Real `twistd -n geocache` processes for integration tests.
+
+Every process is started on free loopback ports with its own data directory
+and log file, and is stopped by its PID (`stop`/`kill`) — tests call
+`Cluster.stop_all` in tearDown/finally so nothing outlives a test.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from geocachedb.client.blocking import BlockingClient
+
+BIN = os.path.dirname(sys.executable)
+
+
+def twistd_command():
+    twistd = os.path.join(BIN, "twistd")
+    if os.path.exists(twistd):
+        return [twistd]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def free_port():
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class NodeProcess:
+    def __init__(self, node_id, port, data_dir, log_path, peers=None, extra=(), admin_port=None):
+        self.node_id = node_id
+        self.port = port
+        self.address = "127.0.0.1:%d" % port
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.peers = peers or {}
+        self.extra = list(extra)
+        self.admin_port = admin_port or free_port()
+        self.proc = None
+
+    def command(self):
+        cmd = twistd_command() + [
+            "-n",
+            "--pidfile=",
+            "geocache",
+            "--id", self.node_id,
+            "--listen", "tcp:%d:interface=127.0.0.1" % self.port,
+            "--data", self.data_dir,
+            "--admin", "tcp:%d:interface=127.0.0.1" % self.admin_port,
+        ]
+        if self.peers:
+            cmd += ["--peers", ",".join("%s=%s" % kv for kv in sorted(self.peers.items()))]
+        return cmd + self.extra
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_listening(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError("node %s exited (%s):\n%s" % (self.node_id, self.proc.returncode, self.read_log()))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("node %s did not listen within %ss:\n%s" % (self.node_id, timeout, self.read_log()))
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def kill(self):
+        """SIGKILL: no chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout=10.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGCONT)
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def client(self, timeout=5.0):
+        return BlockingClient([self.address], timeout=timeout)
+
+
+class Cluster:
+    """``n`` nodes (node1..noden) with each other as peers."""
+
+    def __init__(self, base_dir, n=3, extra=()):
+        self.base_dir = base_dir
+        os.makedirs(base_dir, exist_ok=True)
+        ports = {("node%d" % i): free_port() for i in range(1, n + 1)}
+        self.nodes = {}
+        for node_id, port in ports.items():
+            peers = {p: "127.0.0.1:%d" % q for p, q in ports.items() if p != node_id}
+            self.nodes[node_id] = NodeProcess(
+                node_id,
+                port,
+                os.path.join(base_dir, node_id),
+                os.path.join(base_dir, node_id + ".log"),
+                peers,
+                extra,
+            )
+
+    def __getitem__(self, node_id):
+        return self.nodes[node_id]
+
+    @property
+    def addresses(self):
+        return [n.address for n in self.nodes.values()]
+
+    def start(self, wait=True):
+        for node in self.nodes.values():
+            node.start()
+        if wait:
+            for node in self.nodes.values():
+                node.wait_listening()
+        return self
+
+    def stop_all(self):
+        for node in self.nodes.values():
+            try:
+                node.stop(timeout=5)
+            except Exception:
+                node.kill()
+
+    def leader(self, timeout=10.0, among=None):
+        """The id of the node that all live nodes (or ``among``) agree leads."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = set()
+            for node in self.nodes.values():
+                if among is not None and node.node_id not in among:
+                    continue
+                if not node.alive():
+                    continue
+                try:
+                    with BlockingClient([node.address], timeout=1.0) as c:
+                        status = c.status()
+                except Exception:
+                    leaders.add(None)
+                    continue
+                leaders.add(status["leader"])
+            if len(leaders) == 1 and None not in leaders:
+                leader = leaders.pop()
+                if self.nodes[leader].alive():
+                    return leader
+            time.sleep(0.1)
+        raise RuntimeError("no agreed leader within %ss" % timeout)
