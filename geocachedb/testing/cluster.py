@@ -1,0 +1,238 @@
+"""The simulated cluster: real `Replica` objects on simulated disk, network
+and clock.
+
+A `SimNode` is what a `twistd geocache` process is in production, minus the
+reactor: it owns a `SimDisk` (the Raft log), a `MemoryStorage` under the
+real `KVStateMachine`, a `SimTransport`, and the `geocachedb.replica.Replica`
+— the very host loop the Twisted node runs.  Like the Twisted node it calls
+``replica.process()`` once after a burst of inputs (here: a short, random
+time after the first input, so several messages may share one batch and one
+fsync).  Ticks come from the scheduler at a per-node rate, so clocks drift.
+
+A crash drops the `Replica` object (its memory is gone), keeps the storage
+(every `apply_batch` was durable) and the disk's durable image, and throws
+away unsynced log writes.  A crash can also be *armed* to fire at the k-th
+next I/O (a sync or a send), which lands it in the middle of a batch.  A
+restart builds a new `Replica` from what survived, as a real restart would.
+"""
+
+from geocachedb.raft.types import RaftConfig
+from geocachedb.statemachine import KVStateMachine
+from geocachedb.storage.memory import MemoryStorage
+from geocachedb.testing.disk import SimDisk, SimulatedCrash
+
+
+class RecordingStateMachine(KVStateMachine):
+    """The production state machine, reporting each batch to the invariant
+    checker before applying it."""
+
+    def __init__(self, storage, node_id, checker):
+        super().__init__(storage)
+        self._node_id = node_id
+        self._checker = checker
+
+    def apply(self, entries):
+        if entries:
+            self._checker.applying(self._node_id, entries, self.storage.applied_index() + 1)
+        return super().apply(entries)
+
+
+class SimNode:
+    def __init__(self, cluster, node_id):
+        self.cluster = cluster
+        self.node_id = node_id
+        self.disk = SimDisk(node_id, observer=cluster.checker)
+        self.storage = MemoryStorage()
+        self.state_machine = RecordingStateMachine(self.storage, node_id, cluster.checker)
+        self.replica = None
+        self.transport = None
+        self.up = False
+        self.tick_interval = 10
+        self._tick_handle = None
+        self._process_handle = None
+        self._crash_countdown = None
+        self.incarnation = 0
+
+    # -- life cycle
+
+    def start(self):
+        from geocachedb.replica import Replica
+
+        cluster = self.cluster
+        self.incarnation += 1
+        self._crash_countdown = None
+        log = self.disk.open(before_sync=self._io_point)
+        self.transport = cluster.network.transport(self.node_id, before_send=self._io_point)
+        rng = cluster.scheduler.derive_rng()
+        self.up = True
+        try:
+            self.replica = Replica(
+                self.node_id,
+                list(cluster.node_ids),
+                log,
+                self.transport,
+                self.state_machine,
+                rng,
+                cluster.raft_config(),
+            )
+        except SimulatedCrash:
+            self._crashed()
+            return
+        self._schedule_tick()
+        self.schedule_process()
+
+    def crash(self):
+        """Power off now (between two events)."""
+        if self.up:
+            self._crashed()
+
+    def arm_crash(self, after_ios):
+        """Crash at the ``after_ios``-th next sync or send (1 = the next)."""
+        if self.up:
+            self._crash_countdown = max(1, after_ios)
+
+    def _io_point(self):
+        if self._crash_countdown is not None:
+            self._crash_countdown -= 1
+            if self._crash_countdown <= 0:
+                self._crash_countdown = None
+                raise SimulatedCrash("armed crash at an I/O point")
+
+    def _crashed(self):
+        cluster = self.cluster
+        self.up = False
+        self.replica = None
+        if self.transport is not None:
+            self.transport.closed = True
+        cluster.scheduler.cancel(self._tick_handle)
+        cluster.scheduler.cancel(self._process_handle)
+        self._tick_handle = self._process_handle = None
+        self.disk.crash(cluster.scheduler.rng, cluster.config.torn_write_probability)
+        cluster.checker.forget(self.node_id)
+        cluster.node_crashed(self.node_id)
+
+    # -- driving the replica
+
+    def _call(self, fn, *args):
+        """Call into the replica; a `SimulatedCrash` raised by an I/O hook
+        anywhere inside crashes the node.  Returns False if it crashed."""
+        try:
+            fn(*args)
+        except SimulatedCrash:
+            self._crashed()
+            return False
+        return True
+
+    def _schedule_tick(self):
+        cluster = self.cluster
+        jitter = cluster.scheduler.rng.randint(0, max(1, self.tick_interval // 10))
+        self._tick_handle = cluster.scheduler.after(self.tick_interval + jitter, self._tick)
+
+    def _tick(self):
+        self._tick_handle = None
+        if not self.up:
+            return
+        if self._call(self.replica.tick):
+            self._schedule_tick()
+            self.schedule_process()
+
+    def schedule_process(self):
+        if self.up and self._process_handle is None:
+            delay = self.cluster.scheduler.rng.randint(0, self.cluster.config.max_process_delay)
+            self._process_handle = self.cluster.scheduler.after(delay, self._process)
+
+    def _process(self):
+        self._process_handle = None
+        if not self.up:
+            return
+        replica = self.replica
+        if self._call(replica.process):
+            self.cluster.observe(self)
+
+    def receive(self, message):
+        if not self.up:
+            return
+        if self._call(self.replica.receive, message):
+            self.schedule_process()
+
+    def propose(self, data, callback):
+        if self._call(self.replica.propose, data, callback):
+            self.schedule_process()
+
+    def read_barrier(self, callback):
+        if self._call(self.replica.read_barrier, callback):
+            self.schedule_process()
+
+
+class ClusterConfig:
+    """Knobs of the simulated machines (faults are in `faults.NemesisConfig`)."""
+
+    torn_write_probability = 0.5  # on crash, keep a random prefix of unsynced writes
+    max_process_delay = 2  # virtual time between an input and process()
+    tick_interval = 10
+    tick_skew = 0.3  # each node's tick interval is within +-30% of the base
+    election_ticks = 10
+    heartbeat_ticks = 1
+
+    def __init__(self, **options):
+        for name, value in options.items():
+            if not hasattr(ClusterConfig, name):
+                raise TypeError("unknown ClusterConfig option %r" % (name,))
+            setattr(self, name, value)
+
+
+class SimCluster:
+    def __init__(self, scheduler, network_factory, checker, size, config=None):
+        self.scheduler = scheduler
+        self.checker = checker
+        self.config = config or ClusterConfig()
+        self.node_ids = ["n%d" % (n + 1) for n in range(size)]
+        self.network = network_factory(self._deliver)
+        self.nodes = {}
+        self.crash_listeners = []
+        self.problems = []  # (kind, message) the simulator itself noticed
+        rng = scheduler.rng
+        for node_id in self.node_ids:
+            node = SimNode(self, node_id)
+            skew = self.config.tick_skew
+            node.tick_interval = max(
+                1, int(round(self.config.tick_interval * (1 + rng.uniform(-skew, skew))))
+            )
+            self.nodes[node_id] = node
+
+    def raft_config(self):
+        return RaftConfig(
+            election_ticks=self.config.election_ticks,
+            heartbeat_ticks=self.config.heartbeat_ticks,
+        )
+
+    def start(self):
+        for node_id in self.node_ids:
+            self.nodes[node_id].start()
+
+    def node(self, node_id):
+        return self.nodes.get(node_id)
+
+    def up_nodes(self):
+        return [self.nodes[n] for n in self.node_ids if self.nodes[n].up]
+
+    def _deliver(self, node_id, message):
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.receive(message)
+
+    def node_crashed(self, node_id):
+        for listener in self.crash_listeners:
+            listener(node_id)
+
+    def observe(self, node):
+        replica = node.replica
+        self.checker.observe(
+            node.node_id, replica.role, replica.term, replica.commit_index, node.disk.log
+        )
+
+    def report(self, kind, message):
+        self.problems.append((kind, message))
+
+    def leaders(self):
+        return [n for n in self.up_nodes() if n.replica.role == "leader"]
