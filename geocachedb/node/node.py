@@ -13,13 +13,12 @@ the admin shell through `INodeControl`; peers through the peer network.
 
 import os
 import random
-import time
 from collections import deque
 
 from twisted.application import service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import LogLevel, Logger, globalLogPublisher
+from twisted.logger import LogLevel, Logger
 from zope.interface import implementer
 
 from geocachedb import errors
@@ -118,8 +117,12 @@ class Node(service.Service):
         from geocachedb.replica import Replica
 
         cfg = self.config
-        self.storage = open_storage(cfg.storage, os.path.join(cfg.data_dir, "kv"), **cfg.storage_options)
-        self.raft_log = open_raft_log(os.path.join(cfg.data_dir, "raft"))
+        try:
+            self.storage = open_storage(cfg.storage, os.path.join(cfg.data_dir, "kv"), **cfg.storage_options)
+            self.raft_log = open_raft_log(os.path.join(cfg.data_dir, "raft"))
+        except Exception as e:
+            # A locked, corrupt or unreadable data directory: one line, exit.
+            raise SystemExit("geocache: cannot open the data in %s: %s" % (cfg.data_dir, e)) from None
         self.state_machine = KVStateMachine(self.storage)
         if self._transport_factory is not None:
             self.transport = self._transport_factory(self)
