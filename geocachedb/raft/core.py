@@ -1,0 +1,705 @@
+"""The Raft state machine: a pure, deterministic, single-threaded core in
+the style of etcd-io/raft's RawNode.
+
+Inputs: `tick()` (one unit of logical time), `step(message)` (a message
+from a peer), `propose(data)` and `read_index(context)` (from the host's
+clients).  Output: `ready()` hands the host one `Ready` batch (entries and
+hard state to persist, messages to send before and after the sync,
+committed entries to apply, confirmed reads); the host does the work and
+calls `advance(ready)`.  See docs/RAFT_IMPLEMENTATION.md for the contract
+and `geocachedb.replica` for the one loop that drives it.
+
+No I/O, no clock, no hashing-order dependence: peers are iterated in sorted
+order and randomness comes from the injected `random.Random`, so a run is a
+function of its inputs and the seed.
+
+Section numbers in comments refer to the Raft paper (Ongaro & Ousterhout,
+"In Search of an Understandable Consensus Algorithm", extended version) and
+"§thesis" to Ongaro's dissertation.
+"""
+
+from geocachedb.raft import types as t
+from geocachedb.raft.log import RaftLog
+from geocachedb.raft.progress import PROBE, REPLICATE, ClusterConfig, ProgressTracker
+from geocachedb.raft.quorum import VOTE_LOST, VOTE_WON
+from geocachedb.raft.readindex import ReadIndexQueue
+from geocachedb.raft.types import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    PRE_CANDIDATE,
+    Entry,
+    HardState,
+    Message,
+    RaftConfig,
+    Ready,
+    ReadState,
+)
+
+# Messages a host may send before the Ready's sync: they depend on nothing
+# that Ready persists (see `ready`).  A leader's AppendEntries is the one that
+# matters for latency: followers persist in parallel with the leader.
+_EARLY_TYPES = frozenset((t.APP, t.HEARTBEAT, t.READ_INDEX, t.READ_INDEX_RESP))
+
+_KNOWN_TYPES = frozenset(t.MESSAGE_TYPE_NAMES)
+
+# `_pending_bcast` levels: send new entries / also send empty appends that
+# only carry a new commit index.
+_BCAST_ENTRIES = 1
+_BCAST_COMMIT = 2
+
+
+def check_message(m):
+    """Raise ValueError when ``m`` is not a well-formed Message.  The core
+    trusts peers to follow the protocol (Raft is not Byzantine-tolerant) but
+    never trusts the bytes: a garbled message must not corrupt the log."""
+    if not isinstance(m, Message):
+        raise ValueError("not a Message: %r" % (type(m),))
+    if m.type not in _KNOWN_TYPES:
+        raise ValueError("unknown message type %r" % (m.type,))
+    for name in ("term", "log_term", "index", "commit", "reject_hint", "hint_term"):
+        v = getattr(m, name)
+        if type(v) is not int or v < 0:
+            raise ValueError("bad %s %r" % (name, v))
+    if not isinstance(m.frm, str) or not m.frm or not isinstance(m.to, str):
+        raise ValueError("bad sender/recipient")
+    if not isinstance(m.context, bytes):
+        raise ValueError("bad context")
+    if m.entries:
+        if m.type != t.APP:
+            raise ValueError("entries on a %s message" % t.MESSAGE_TYPE_NAMES[m.type])
+        expect = m.index + 1
+        for e in m.entries:
+            if (not isinstance(e, Entry) or e.index != expect or type(e.term) is not int
+                    or e.term < m.log_term or e.term > m.term or not isinstance(e.data, bytes)):
+                raise ValueError("bad entry %r in APP after %d" % (e, m.index))
+            expect += 1
+
+
+class RaftCore:
+    def __init__(self, node_id, voters, storage, config=None, rng=None, applied=0, learners=()):
+        if rng is None:
+            raise ValueError("the core needs an injected random.Random")
+        self.id = node_id
+        self.config = config or RaftConfig()
+        self.rng = rng
+        self.log = RaftLog(storage)
+        self.tracker = ProgressTracker(ClusterConfig(voters, learners), self.config.max_inflight)
+        self.peers = tuple(i for i in self.tracker.ids if i != node_id)
+
+        hs = storage.hard_state()
+        self.term = hs.term
+        self.vote = hs.vote
+        last = self.log.last_index()
+        # The state machine may have applied past the persisted commit index
+        # (commit is persisted lazily; applied entries were committed).
+        commit = min(max(hs.commit, applied), last)
+        self.log.committed = commit
+        self.log.applied = min(applied, commit)
+        self._apply_handed = self.log.applied
+        self._prev_hs = HardState(hs.term, hs.vote, hs.commit)
+
+        self.role = FOLLOWER
+        self.lead = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = 0
+        self.ticks = 0
+        self._last_heard = {}
+
+        self._msgs_early = []
+        self._msgs = []
+        self._read_states = []
+        self._pending_bcast = 0
+        # Leader-side ReadIndex state (None unless leader).
+        self._reads = None
+        self._reads_waiting_commit = []
+        self._pending_read_round = False
+        # Follower-side: read requests to forward, and those forwarded.
+        self._follower_reads = []
+        self._read_batches = {}  # batch context -> (tick sent, [request contexts])
+        self._read_batch_seq = 0
+        # Seam for leadership transfer (TimeoutNow): while set, a leader
+        # refuses proposals.  Never set yet.
+        self.lead_transferee = None
+        self._reset_randomized_timeout()
+
+    # ------------------------------------------------------------ status --
+
+    @property
+    def promotable(self):
+        """Only voters campaign (learners, or a node removed from the
+        configuration, never do)."""
+        return self.tracker.is_voter(self.id)
+
+    def is_single_voter(self):
+        return self.tracker.config.voters.voters == (self.id,)
+
+    def last_contact(self, peer):
+        """Ticks since a message from ``peer`` arrived, or None."""
+        tick = self._last_heard.get(peer)
+        return None if tick is None else self.ticks - tick
+
+    # ------------------------------------------------------------- input --
+
+    def tick(self):
+        self.ticks += 1
+        if self.role == LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+        if self._read_batches:
+            self._expire_read_batches()
+
+    def propose(self, data, kind=t.NORMAL):
+        """Append a new entry when leader; return its index, or None when
+        this node cannot accept proposals (not leader, or transferring)."""
+        if self.role != LEADER or self.lead_transferee is not None:
+            return None
+        index = self.log.last_index() + 1
+        self.log.append([Entry(index, self.term, data, kind)])
+        self._pending_bcast |= _BCAST_ENTRIES
+        return index
+
+    def read_index(self, context):
+        """Ask for a linearizable read point.  A `ReadState` with this
+        ``context`` will appear in a later Ready (or a rejected one), unless
+        the request is lost on the way to the leader (the host times it out).
+        Returns False when there is nobody to ask (no leader known)."""
+        if self.role == LEADER:
+            self._leader_read_index(self.id, context)
+            return True
+        if self.lead is None:
+            return False
+        self._follower_reads.append(context)
+        return True
+
+    def step(self, m):
+        """Process a message from a peer.  The host validated it with
+        `check_message` and checked ``m.to``."""
+        self._last_heard[m.frm] = self.ticks
+        if m.term > self.term:
+            if m.type == t.VOTE or m.type == t.PRE_VOTE:
+                # §thesis 4.2.3 (with check-quorum: leader lease): a node that
+                # heard from a leader within the election timeout ignores
+                # vote requests, so a removed or partitioned node cannot
+                # depose a healthy leader.
+                if (self.config.check_quorum and self.lead is not None
+                        and self.election_elapsed < self.config.election_ticks):
+                    return
+            if m.type == t.PRE_VOTE:
+                pass  # a pre-vote never changes our term (§thesis 9.6)
+            elif m.type == t.PRE_VOTE_RESP and not m.reject:
+                pass  # a grant carries the term we would campaign at
+            elif m.type in (t.APP, t.HEARTBEAT, t.SNAPSHOT):
+                self._become_follower(m.term, m.frm)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self.term:
+            if m.type in (t.APP, t.HEARTBEAT) and (self.config.check_quorum or self.config.pre_vote):
+                # A stale leader (partitioned away while we moved on) never
+                # learns the new term from vote requests when pre-vote or the
+                # lease stops them; tell it, so it steps down.
+                self._send(Message(t.APP_RESP, m.frm, self.id, self.term))
+            elif m.type == t.PRE_VOTE:
+                self._send(Message(t.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            elif m.type == t.READ_INDEX:
+                self._send(Message(t.READ_INDEX_RESP, m.frm, self.id, self.term,
+                                   context=m.context, reject=True))
+            return
+
+        if m.type == t.VOTE or m.type == t.PRE_VOTE:
+            self._handle_vote_request(m)
+        elif self.role == LEADER:
+            self._step_leader(m)
+        elif self.role == FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    # -------------------------------------------------------------- ready --
+
+    def has_ready(self):
+        self._flush()
+        log = self.log
+        if log.has_unstable() or self._msgs or self._msgs_early or self._read_states:
+            return True
+        if log.committed > self._apply_handed:
+            return True
+        prev = self._prev_hs
+        return prev.term != self.term or prev.vote != self.vote or prev.commit != log.committed
+
+    def ready(self):
+        """Hand out the next batch of work; the host must follow the order
+        in `Ready`'s docstring, then call `advance`."""
+        self._flush()
+        rd = Ready()
+        log = self.log
+        rd.entries = log.take_unstable()
+        prev = self._prev_hs
+        vote_changed = prev.term != self.term or prev.vote != self.vote
+        if vote_changed or prev.commit != log.committed:
+            rd.hard_state = self._prev_hs = HardState(self.term, self.vote, log.committed)
+        # Commit alone need not be synced: it is recomputed after a restart.
+        rd.must_sync = vote_changed or bool(rd.entries)
+        if vote_changed:
+            # Defensive: nothing leaves before a new term or vote is durable.
+            rd.messages = self._msgs_early + self._msgs
+        else:
+            rd.messages_before_sync = self._msgs_early
+            rd.messages = self._msgs
+        self._msgs_early = []
+        self._msgs = []
+        if log.committed > self._apply_handed:
+            rd.committed_entries = log.entries(
+                self._apply_handed + 1, log.committed + 1,
+                self.config.max_msg_bytes * self.config.apply_batch_factor)
+            self._apply_handed = rd.committed_entries[-1].index
+        rd.read_states = self._read_states
+        self._read_states = []
+        return rd
+
+    def advance(self, rd):
+        """The host persisted, sent and applied ``rd``."""
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+            if self.role == LEADER and self.log.term(last.index) == last.term:
+                # The leader counts its own copy only once it is durable.
+                self.tracker.progress[self.id].maybe_update(last.index)
+                if self._maybe_commit():
+                    self._pending_bcast |= _BCAST_COMMIT
+        if rd.committed_entries:
+            self.log.applied_to(rd.committed_entries[-1].index)
+
+    def _flush(self):
+        """Turn work batched since the last Ready into messages: one
+        AppendEntries per follower for all proposals of a host turn, one
+        heartbeat round for all reads, one READ_INDEX for a follower's reads."""
+        if self.role == LEADER:
+            if self._pending_bcast:
+                send_if_empty = self._pending_bcast >= _BCAST_COMMIT
+                self._pending_bcast = 0
+                for peer in self.peers:
+                    self._replicate_to(peer, send_if_empty)
+            if self._pending_read_round:
+                self._pending_read_round = False
+                self._bcast_heartbeat()
+        elif self._follower_reads and self.lead is not None:
+            self._read_batch_seq += 1
+            ctx = self._read_batch_seq.to_bytes(8, "big")
+            self._read_batches[ctx] = (self.ticks, self._follower_reads)
+            self._follower_reads = []
+            self._send(Message(t.READ_INDEX, self.lead, self.id, self.term, context=ctx))
+
+    # ----------------------------------------------------------- elections --
+
+    def _reset_randomized_timeout(self):
+        n = self.config.election_ticks
+        self.randomized_election_timeout = n + self.rng.randrange(n)
+
+    def _tick_election(self):
+        self.election_elapsed += 1
+        if not self.promotable:
+            return
+        # A single voter needs nobody's vote: it elects itself at once, so a
+        # one-node cluster serves from its first tick.
+        if self.is_single_voter() or self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self._campaign(pre=self.config.pre_vote)
+
+    def _tick_leader(self):
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        cfg = self.config
+        if self.election_elapsed >= cfg.election_ticks:
+            self.election_elapsed = 0
+            if cfg.check_quorum:
+                # §thesis 6.2: a leader that cannot reach a quorum steps down
+                # (its clients then retry elsewhere instead of hanging).
+                progress = self.tracker.progress
+                progress[self.id].recent_active = True
+                if not self.tracker.quorum_active():
+                    self._become_follower(self.term, None)
+                    return
+                for node_id in self.peers:
+                    progress[node_id].recent_active = False
+        if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat()
+
+    def campaign(self):
+        """Start an election now (tests, and the seam for TimeoutNow)."""
+        if self.role != LEADER and self.promotable:
+            self._campaign(pre=self.config.pre_vote)
+
+    def _campaign(self, pre):
+        if pre:
+            # §thesis 9.6 pre-vote: ask first whether we could win, without
+            # bumping the term; only a likely winner disrupts the cluster.
+            self._become_pre_candidate()
+            vote_type, term = t.PRE_VOTE, self.term + 1
+        else:
+            self._become_candidate()
+            vote_type, term = t.VOTE, self.term
+        self.tracker.record_vote(self.id, True)
+        if self.tracker.tally_votes() == VOTE_WON:
+            # single voter
+            if pre:
+                self._campaign(pre=False)
+            else:
+                self._become_leader()
+            return
+        last = self.log.last_index()
+        last_term = self.log.term(last)
+        for peer in self.peers:
+            if self.tracker.is_voter(peer):
+                self._send(Message(vote_type, peer, self.id, term, log_term=last_term, index=last))
+
+    def _handle_vote_request(self, m):
+        # §5.2, §5.4.1: one vote per term, only for a log at least as up to
+        # date as ours.  A pre-vote for a future term is granted on the log
+        # check alone (we have not voted in that term yet).
+        pre = m.type == t.PRE_VOTE
+        can_vote = (self.vote == m.frm
+                    or (self.vote is None and self.lead is None)
+                    or (pre and m.term > self.term))
+        resp_type = t.PRE_VOTE_RESP if pre else t.VOTE_RESP
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # The response carries the candidate's term, so a pre-candidate
+            # can tell it apart from a stale answer.
+            self._send(Message(resp_type, m.frm, self.id, m.term))
+            if not pre:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
+
+    def _handle_vote_response(self, m):
+        self.tracker.record_vote(m.frm, not m.reject)
+        result = self.tracker.tally_votes()
+        if result == VOTE_WON:
+            if self.role == PRE_CANDIDATE:
+                self._campaign(pre=False)
+            else:
+                self._become_leader()
+        elif result == VOTE_LOST:
+            self._become_follower(self.term, None)
+
+    # ------------------------------------------------------ role changes --
+
+    def _reset(self, term):
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self._set_leader(None)
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_timeout()
+        self.tracker.reset_votes()
+        self._pending_bcast = 0
+        self._pending_read_round = False
+        self.lead_transferee = None
+        if self._reads is not None or self._reads_waiting_commit:
+            self._fail_leader_reads()
+
+    def _become_follower(self, term, lead):
+        self._reset(term)
+        self.role = FOLLOWER
+        self._set_leader(lead)
+
+    def _become_pre_candidate(self):
+        # Unlike a candidate, a pre-candidate keeps its term and vote.
+        self.tracker.reset_votes()
+        self._set_leader(None)
+        self._pending_bcast = 0
+        self.role = PRE_CANDIDATE
+
+    def _become_candidate(self):
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = CANDIDATE
+
+    def _become_leader(self):
+        self._reset(self.term)
+        self.role = LEADER
+        self._set_leader(self.id)
+        log = self.log
+        self.tracker.reset(log.last_index() + 1)
+        me = self.tracker.progress[self.id]
+        me.match = log.stable_last_index()
+        me.become_replicate()
+        me.recent_active = True
+        self._reads = ReadIndexQueue(self.id)
+        # §5.4.2 / §8: an entry of the new term, so that earlier entries can
+        # be committed (by counting it) and ReadIndex can start.
+        log.append([Entry(log.last_index() + 1, self.term)])
+        self._pending_bcast |= _BCAST_ENTRIES
+
+    def _set_leader(self, lead):
+        if lead != self.lead:
+            self.lead = lead
+            # Reads forwarded to the old leader will never be answered by
+            # the new one: settle them now so the host can retry.
+            if self._read_batches or self._follower_reads:
+                self._fail_follower_reads()
+
+    # ------------------------------------------------------------ leader --
+
+    def _step_leader(self, m):
+        pr = self.tracker.get(m.frm)
+        if m.type == t.APP_RESP:
+            if pr is not None:
+                self._handle_append_response(m, pr)
+        elif m.type == t.HEARTBEAT_RESP:
+            if pr is not None:
+                self._handle_heartbeat_response(m, pr)
+        elif m.type == t.READ_INDEX:
+            self._leader_read_index(m.frm, m.context)
+        # Everything else in our own term is stale or reserved.
+
+    def _handle_append_response(self, m, pr):
+        pr.recent_active = True
+        if m.reject:
+            # §5.3 with the fast-backtracking optimisation: the follower
+            # told us (hint_term, reject_hint) where its log may match; skip
+            # every index whose term rules it out in one round trip.
+            next_probe = m.reject_hint
+            if m.hint_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(
+                    min(m.reject_hint, self.log.last_index()), m.hint_term)
+            if pr.maybe_decr_to(m.index, next_probe):
+                if pr.state == REPLICATE:
+                    pr.become_probe()
+                self._replicate_to(m.frm, True)
+            return
+        if pr.maybe_update(m.index):
+            if pr.state == PROBE:
+                pr.become_replicate()
+            elif pr.state == REPLICATE:
+                pr.inflights.free_le(m.index)
+            if self._maybe_commit():
+                self._pending_bcast |= _BCAST_COMMIT
+            else:
+                self._replicate_to(m.frm, False)
+
+    def _handle_heartbeat_response(self, m, pr):
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.match < self.log.last_index() or pr.state == PROBE:
+            if pr.state == REPLICATE and pr.inflights.full():
+                # Every message of the window may have been lost: an empty
+                # AppendEntries at `next` either gets acknowledged (freeing
+                # the window) or rejected (back to probing).
+                self._send(Message(t.APP, m.frm, self.id, self.term,
+                                   log_term=self.log.term(pr.next - 1) or 0,
+                                   index=pr.next - 1,
+                                   commit=min(pr.match, self.log.committed)))
+            else:
+                self._replicate_to(m.frm, True)
+        if m.context and self._reads is not None and self._reads.ack(m.frm, m.context):
+            self._release_reads()
+
+    def _maybe_commit(self):
+        # §5.4.2 (Figure 8): only an entry of the current term is committed
+        # by counting replicas; earlier ones are committed with it.
+        index = self.tracker.committed()
+        log = self.log
+        if index > log.committed and log.term(index) == self.term:
+            first_of_term = log.term(log.committed) != self.term
+            log.commit_to(index)
+            if first_of_term and self._reads_waiting_commit:
+                waiting = self._reads_waiting_commit
+                self._reads_waiting_commit = []
+                for requester, context in waiting:
+                    self._leader_read_index(requester, context)
+            return True
+        return False
+
+    def _replicate_to(self, to, send_if_empty):
+        """Send ``to`` what it is missing: in replicate state as many
+        messages as the inflight window allows, in probe state one."""
+        if self._send_append(to, send_if_empty):
+            while self._send_append(to, False):
+                pass
+
+    def _send_append(self, to, send_if_empty):
+        pr = self.tracker.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev = pr.next - 1
+        prev_term = log.term(prev)
+        if prev_term is None:
+            # The entries this peer needs are compacted away: the seam for
+            # InstallSnapshot (`pr.become_snapshot`, a SNAPSHOT message).
+            return False
+        last = log.last_index()
+        entries = log.entries(pr.next, last + 1, self.config.max_msg_bytes) if pr.next <= last else []
+        if not entries and not send_if_empty:
+            return False
+        self._send(Message(t.APP, to, self.id, self.term, log_term=prev_term, index=prev,
+                           entries=entries, commit=log.committed))
+        pr.sent_entries(entries[-1].index if entries else prev)
+        return True
+
+    def _bcast_heartbeat(self):
+        reads = self._reads
+        context = reads.round_context() if reads is not None and len(reads) else b""
+        committed = self.log.committed
+        progress = self.tracker.progress
+        for peer in self.peers:
+            # A follower may not yet hold our entries up to `committed`;
+            # min(match, commit) never points it past what matches.
+            self._send(Message(t.HEARTBEAT, peer, self.id, self.term,
+                               commit=min(progress[peer].match, committed), context=context))
+
+    # ---------------------------------------------------------- ReadIndex --
+
+    def _leader_read_index(self, requester, context):
+        # §thesis 6.4: the read index is our commit index, but only once an
+        # entry of our term is committed (before that our commit index may
+        # be behind the previous leader's).
+        log = self.log
+        if log.term(log.committed) != self.term:
+            self._reads_waiting_commit.append((requester, context))
+            return
+        self._reads.add(log.committed, requester, context)
+        if self.peers:
+            self._pending_read_round = True
+        self._release_reads()
+
+    def _release_reads(self):
+        for r in self._reads.release(self.tracker.config.voters):
+            if r.requester == self.id:
+                self._read_states.append(ReadState(r.index, r.context))
+            else:
+                self._send(Message(t.READ_INDEX_RESP, r.requester, self.id, self.term,
+                                   index=r.index, context=r.context))
+
+    def _fail_leader_reads(self):
+        pending = [(r.requester, r.context) for r in self._reads.clear()] if self._reads else []
+        pending.extend(self._reads_waiting_commit)
+        self._reads = None
+        self._reads_waiting_commit = []
+        for requester, context in pending:
+            if requester == self.id:
+                self._read_states.append(ReadState(0, context, rejected=True))
+            else:
+                self._send(Message(t.READ_INDEX_RESP, requester, self.id, self.term,
+                                   context=context, reject=True))
+
+    def _handle_read_index_response(self, m):
+        batch = self._read_batches.pop(m.context, None)
+        if batch is None:
+            return
+        for context in batch[1]:
+            self._read_states.append(ReadState(m.index, context, rejected=m.reject))
+
+    def _fail_follower_reads(self):
+        for _, contexts in self._read_batches.values():
+            for context in contexts:
+                self._read_states.append(ReadState(0, context, rejected=True))
+        for context in self._follower_reads:
+            self._read_states.append(ReadState(0, context, rejected=True))
+        self._read_batches = {}
+        self._follower_reads = []
+
+    def _expire_read_batches(self):
+        horizon = self.ticks - self.config.election_ticks
+        expired = [ctx for ctx, (sent, _) in self._read_batches.items() if sent <= horizon]
+        for ctx in expired:
+            for context in self._read_batches.pop(ctx)[1]:
+                self._read_states.append(ReadState(0, context, rejected=True))
+
+    # ---------------------------------------------- follower / candidate --
+
+    def _step_follower(self, m):
+        if m.type == t.APP:
+            self.election_elapsed = 0
+            self._set_leader(m.frm)
+            self._handle_append(m)
+        elif m.type == t.HEARTBEAT:
+            self.election_elapsed = 0
+            self._set_leader(m.frm)
+            self._handle_heartbeat(m)
+        elif m.type == t.READ_INDEX_RESP:
+            self._handle_read_index_response(m)
+        elif m.type == t.READ_INDEX:
+            # Not the leader (any more): the asker will retry elsewhere.
+            self._send(Message(t.READ_INDEX_RESP, m.frm, self.id, self.term,
+                               context=m.context, reject=True))
+        # TIMEOUT_NOW, SNAPSHOT: reserved seams.
+
+    def _step_candidate(self, m):
+        if m.type == t.APP or m.type == t.HEARTBEAT:
+            # §5.2: a leader of our term exists; stand down.
+            self._become_follower(self.term, m.frm)
+            self._step_follower(m)
+        elif m.type == t.VOTE_RESP:
+            if self.role == CANDIDATE:
+                self._handle_vote_response(m)
+        elif m.type == t.PRE_VOTE_RESP:
+            if self.role == PRE_CANDIDATE:
+                self._handle_vote_response(m)
+        elif m.type == t.READ_INDEX:
+            self._send(Message(t.READ_INDEX_RESP, m.frm, self.id, self.term,
+                               context=m.context, reject=True))
+
+    def _handle_append(self, m):
+        log = self.log
+        if m.index < log.committed:
+            # Everything up to our commit index matches any leader's log.
+            self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=last_new))
+            return
+        # §5.3 log-matching check failed.  Hint the leader at the largest
+        # index whose term could still match (fast backtracking, as in
+        # etcd-io/raft): every entry of ours after it has a term > the
+        # leader's term at m.index, so it cannot match.
+        hint_index = min(m.index, log.last_index())
+        hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
+        self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
+                           reject_hint=hint_index, hint_term=hint_term))
+
+    def _handle_heartbeat(self, m):
+        self.log.commit_to(m.commit)
+        self._send(Message(t.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+
+    # ---------------------------------------------------------- plumbing --
+
+    def _send(self, m):
+        if m.type in _EARLY_TYPES:
+            self._msgs_early.append(m)
+        else:
+            self._msgs.append(m)
+
+    def status(self):
+        log = self.log
+        progress = self.tracker.progress
+        peers = {}
+        for peer in self.peers:
+            pr = progress[peer]
+            leader = self.role == LEADER
+            peers[peer] = {
+                "match_index": pr.match if leader else 0,
+                "next_index": pr.next if leader else 0,
+                "last_contact_ticks": self.last_contact(peer),
+                "state": pr.state if leader else "",
+            }
+        storage = log.storage
+        return {
+            "id": self.id,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.lead,
+            "commit_index": log.committed,
+            "applied_index": log.applied,
+            "log_first_index": storage.first_index(),
+            "log_last_index": log.last_index(),
+            "snapshot_index": storage.first_index() - 1,
+            "peers": peers,
+        }
