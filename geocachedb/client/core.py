@@ -150,6 +150,8 @@ class ClientCore:
                 # A connection-level error (the server closes next).
                 self.connection_lost(str(errors.from_pb(response.error)))
             return
+        if self.api.is_called(future):
+            return  # the caller gave up (timeout, cancellation)
         if response.HasField("error") and response.error.code != pb.OK:
             self.api.reject(future, errors.from_pb(response.error))
         else:
@@ -160,4 +162,5 @@ class ClientCore:
             self.closed_reason = reason
         pending, self._pending = self._pending, {}
         for future in pending.values():
-            self.api.reject(future, errors.Unavailable(self.closed_reason))
+            if not self.api.is_called(future):
+                self.api.reject(future, errors.Unavailable(self.closed_reason))

@@ -67,11 +67,12 @@ class KVService:
         metrics.count_request(kind)
         start = self._clock()
 
-        def timed(response):
+        def timed(response, respond=respond):
             metrics.observe_latency(self._clock() - start)
             respond(response)
 
         respond = timed
+        # Read by `_done` while the handler runs (synchronously) below.
         self._forwarded = forwarded
         try:
             self._handlers[kind](request, respond)

@@ -52,6 +52,8 @@ class PortProtocol(protocol.Protocol):
 
 
 class PortFactory(protocol.Factory):
+    noisy = False  # one log line per connection is too many for a database
+
     def __init__(self, client_factory, peer_factory=None):
         self.client_factory = client_factory  # a callable returning a protocol
         self.peer_factory = peer_factory

@@ -36,6 +36,8 @@ class EnvelopeReceiver(Int32StringReceiver):
         return "%s:%s" % (host, getattr(peer, "port", "?")) if host else str(peer)
 
     def lengthLimitExceeded(self, length):
+        if self.transport.disconnecting:
+            return
         self.log.warn(
             "closing connection from {peer}: frame of {length} bytes exceeds "
             "the limit of {limit} bytes",
@@ -60,6 +62,9 @@ class EnvelopeReceiver(Int32StringReceiver):
         self.envelope_received(message)
 
     def _reject(self, reason):
+        # `paused` stops IntNStringReceiver's loop over frames already
+        # buffered in this read: nothing more is parsed on this connection.
+        self.paused = True
         self.log.warn(
             "closing connection from {peer}: {reason}", peer=self.peer_label(), reason=reason
         )
