@@ -206,6 +206,26 @@ class BasicTests(WALTestMixin, SynchronousTestCase):
         self.assertRaises(LogFailedError, w.append, make_entries(4, 4, 1))
         self.assertRaises(LogFailedError, w.sync)
 
+    def test_large_unsynced_appends_are_written_out_early_and_synced_later(self):
+        self.patch(wal_log, "_FLUSH_BYTES", 2000)
+        w = self.open(segment_bytes=4096)
+        w.append(make_entries(1, 100, 1, size=100))  # > 2000 bytes: written, not synced
+        self.assertGreater(os.path.getsize(os.path.join(self.dir, segment_files(self.dir)[-1])), 0)
+        w.append(make_entries(101, 120, 1, size=100))
+        w.sync()
+        self.assertLogHolds(self.reopen(w), make_entries(1, 120, 1, size=100))
+
+    def test_failed_open_releases_the_lock(self):
+        w = self.open()
+        w.append(make_entries(1, 3, 1))
+        w.sync()
+        w.close()
+        with open(os.path.join(self.dir, "%016x.wal" % 1), "r+b") as f:
+            f.seek(2)
+            f.write(b"\x7f")  # the type byte of the segment header
+        self.assertRaises(CorruptLogError, WriteAheadLog, self.dir)
+        self.assertRaises(CorruptLogError, WriteAheadLog, self.dir)  # not LogLockedError
+
     def test_segment_bytes_below_a_page_is_refused(self):
         self.assertRaises(ValueError, WriteAheadLog, self.dir, segment_bytes=100)
 
