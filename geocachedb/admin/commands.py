@@ -1,0 +1,568 @@
+"""The admin shell's commands: one table entry per command.
+
+A command is a function ``run(ctx, args)`` registered with `COMMANDS.add`
+(or the `command` decorator) together with its usage line, a one-line
+summary for ``help`` and a longer description for ``help CMD``.  ``args``
+are ``bytes`` words from `geocachedb.admin.quoting.split`; the function
+returns the text to print (``str``), a Deferred firing with it, or `Quit`.
+It talks to the node only through `geocachedb.interfaces.INodeControl`
+(``ctx.node``).  Adding a command later (transfer-leader, add-member,
+remove-member, promote, snapshot, compact) is one decorated function.
+
+`execute` turns one input line into a Deferred that always succeeds with an
+`Outcome`: every error -- bad quoting, unknown command, wrong arguments, a
+`GeoCacheError` from the node, a bug -- becomes an ``error: ...`` line that
+says what was wrong and how to do it right.
+"""
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from geocachedb import errors, limits
+from geocachedb.admin import formatting as fmt
+from geocachedb.admin.quoting import QuotingError, quote, split
+
+log = Logger(namespace="geocachedb.admin")
+
+
+class CommandError(Exception):
+    """A command cannot run as typed; the message is shown after ``error:``."""
+
+
+class UsageError(CommandError):
+    """Wrong number or form of arguments."""
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Returned by a command to end the session after printing ``message``."""
+
+    message: str = "bye"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    quit: bool = False
+
+
+@dataclass
+class Context:
+    """What a command may use: the node, who is asking, and the table."""
+
+    node: object
+    peer: str
+    table: "CommandTable"
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    summary: str
+    run: Callable
+    detail: str = ""
+    min_args: int = 0
+    max_args: Optional[int] = 0  # None: any number
+    aliases: tuple = ()
+
+    def check_arity(self, args):
+        if len(args) < self.min_args or (
+            self.max_args is not None and len(args) > self.max_args
+        ):
+            raise UsageError(
+                "usage: %s (help %s for details)" % (self.usage, self.name)
+            )
+
+
+@dataclass
+class CommandTable:
+    commands: dict = field(default_factory=dict)
+    _aliases: dict = field(default_factory=dict)
+
+    def add(self, cmd):
+        for name in (cmd.name,) + tuple(cmd.aliases):
+            if name in self._aliases:
+                raise ValueError("admin command %r registered twice" % name)
+            self._aliases[name] = cmd
+        self.commands[cmd.name] = cmd
+        return cmd
+
+    def command(self, name, usage, summary, detail="", min_args=0, max_args=0, aliases=()):
+        """Decorator form of `add`."""
+
+        def register(run):
+            self.add(Command(name, usage, summary, run, detail.strip(), min_args, max_args, tuple(aliases)))
+            return run
+
+        return register
+
+    def lookup(self, name):
+        return self._aliases.get(name)
+
+    def suggest(self, name):
+        return difflib.get_close_matches(name, list(self._aliases), n=1, cutoff=0.6)
+
+    def __iter__(self):
+        return iter(self.commands.values())
+
+
+COMMANDS = CommandTable()
+command = COMMANDS.command
+
+
+# -- running one line -------------------------------------------------------
+
+
+def execute(ctx, line):
+    """Run the command on ``line`` (bytes); a Deferred firing with an
+    `Outcome`, never failing."""
+    try:
+        args = split(line)
+        if not args:
+            return defer.succeed(Outcome(""))
+        name = args[0].decode("utf-8", "replace").lower()
+        cmd = ctx.table.lookup(name)
+        if cmd is None:
+            raise CommandError(_unknown(ctx.table, args[0]))
+        cmd.check_arity(args[1:])
+        d = defer.maybeDeferred(cmd.run, ctx, args[1:])
+    except Exception:
+        d = defer.fail()
+    d.addCallbacks(_outcome, _error_outcome, errbackArgs=(ctx, line))
+    return d
+
+
+def _unknown(table, word):
+    name = word.decode("utf-8", "replace").lower()
+    hint = table.suggest(name)
+    did_you_mean = "did you mean %s? " % hint[0] if hint else ""
+    return "unknown command %s: %stype help for the list of commands" % (
+        quote(word, limit=40),
+        did_you_mean,
+    )
+
+
+def _outcome(result):
+    if isinstance(result, Quit):
+        return Outcome(result.message, quit=True)
+    return Outcome("" if result is None else str(result))
+
+
+def _error_outcome(failure, ctx, line):
+    return Outcome("error: " + describe_error(failure, ctx, line))
+
+
+def describe_error(failure, ctx=None, line=b""):
+    """One line for a failed command: what went wrong and what to do."""
+    e = failure.value
+    if isinstance(e, (CommandError, QuotingError)):
+        return str(e)
+    if isinstance(e, errors.NotLeader):
+        if e.leader_id:
+            where = " at %s" % e.leader_addr if e.leader_addr else ""
+            return "this node is not the leader; the leader is %s%s: try again there" % (
+                e.leader_id,
+                where,
+            )
+        return "this node is not the leader and no leader is known (election in progress?): try again shortly"
+    if isinstance(e, errors.Unavailable):
+        return (
+            "unavailable: %s (a write may still be applied: read before retrying)"
+            % (e.message or "no leader or no quorum")
+        )
+    if isinstance(e, errors.GeoCacheError):
+        return "%s: %s" % (e.code_name.lower().replace("_", " "), e.message or "(no details)")
+    log.failure(
+        "admin command from {peer} failed: {line}",
+        failure,
+        peer=ctx.peer if ctx else "?",
+        line=loggable(line),
+    )
+    return "internal error (%s: %s); details are in the node log" % (
+        type(e).__name__,
+        e,
+    )
+
+
+def loggable(line, limit=200):
+    """A line as it may appear in the log: decoded, escaped, truncated."""
+    text = line[:limit].decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else "\\x%02x" % ord(c) if ord(c) < 256 else c for c in text)
+    return text + ("...(%d bytes)" % len(line) if len(line) > limit else "")
+
+
+# -- argument helpers ---------------------------------------------------------
+
+
+def _key(raw):
+    if not raw:
+        raise UsageError('keys must not be empty: write a key, or x\'00\' for a zero byte')
+    if len(raw) > limits.MAX_KEY_SIZE:
+        raise UsageError(
+            "key is %d bytes; the limit is %d" % (len(raw), limits.MAX_KEY_SIZE)
+        )
+    return raw
+
+
+def _positive_int(raw, what, maximum):
+    try:
+        n = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        n = None
+    if n is None or not 1 <= n <= maximum:
+        raise UsageError(
+            "%s must be a whole number from 1 to %d, not %s" % (what, maximum, quote(raw, 40))
+        )
+    return n
+
+
+def _text(raw):
+    return raw.decode("utf-8", "replace")
+
+
+# -- the commands -------------------------------------------------------------
+
+
+@command(
+    "help",
+    "help [CMD]",
+    "list the commands, or describe one",
+    """
+Without an argument, lists every command with one line about it.
+With a command name, shows its usage and what it does.
+Example: help scan
+""",
+    max_args=1,
+)
+def _help(ctx, args):
+    if args:
+        name = _text(args[0]).lower()
+        cmd = ctx.table.lookup(name)
+        if cmd is None:
+            raise CommandError(_unknown(ctx.table, args[0]))
+        text = "usage: %s\n%s" % (cmd.usage, cmd.summary)
+        if cmd.detail:
+            text += "\n\n" + cmd.detail
+        if cmd.aliases:
+            text += "\n\naliases: " + ", ".join(cmd.aliases)
+        return text
+    rows = [(cmd.usage, cmd.summary) for cmd in ctx.table]
+    return (
+        "commands (help CMD for details):\n"
+        + fmt.table(None, rows, indent="  ")
+        + "\n\nkeys and values: \"a b\", \"\\x00\\xff\" or x'00ff' for spaces and binary bytes"
+    )
+
+
+@command(
+    "status",
+    "status",
+    "this node's role, term, indexes, storage, uptime and peers",
+    """
+Shows this node's Raft state (role, term, leader, commit and applied
+index, log length, last snapshot), its storage backend and data size,
+its uptime, and a table of peers: whether the connection is up, the
+highest log index known to be replicated there (match, on the leader)
+and when we last heard from it.
+""",
+)
+def _status(ctx, args):
+    st = ctx.node.status()
+    first, last = st.get("log_first_index"), st.get("log_last_index")
+    if first is not None and last is not None:
+        log_line = "%d entries (%d..%d)" % (max(0, last - first + 1), first, last)
+    else:
+        log_line = "-"
+    storage = st.get("storage") or "-"
+    text = fmt.fields(
+        [
+            ("node", st.get("id", ctx.node.node_id)),
+            ("role", st.get("role", "-")),
+            ("term", fmt.number(st.get("term"))),
+            ("leader", st.get("leader") or "(none known)"),
+            ("commit index", fmt.number(st.get("commit_index"))),
+            ("applied index", fmt.number(st.get("applied_index"))),
+            ("log length", log_line),
+            ("snapshot index", fmt.number(st.get("snapshot_index"))),
+            ("storage", "%s, %s" % (storage, fmt.size(st.get("storage_bytes")))),
+            ("uptime", fmt.duration(st.get("uptime"))),
+        ]
+    )
+    peers = st.get("peers") or []
+    if not peers:
+        return text + "\n\npeers: none (single-node cluster)"
+    rows = [
+        (
+            p.get("id", "?"),
+            p.get("address") or "-",
+            fmt.yes_no(p.get("connected")),
+            fmt.number(p.get("match_index")),
+            fmt.ago(p.get("last_contact")),
+        )
+        for p in peers
+    ]
+    return (
+        text
+        + "\n\n"
+        + fmt.table(("PEER", "ADDRESS", "CONNECTED", "MATCH", "LAST CONTACT"), rows)
+    )
+
+
+@command(
+    "members",
+    "members",
+    "the cluster's members, their roles and the leader",
+    """
+Lists every member of the cluster configuration as this node knows it:
+id, peer address, role (voter or learner), and which one is the leader
+and which one is this node.
+""",
+)
+def _members(ctx, args):
+    members = ctx.node.members()
+    rows = []
+    for m in members:
+        notes = [n for n, on in (("leader", m.get("is_leader")), ("this node", m.get("is_self"))) if on]
+        rows.append((m.get("id", "?"), m.get("address") or "-", m.get("role", "-"), ", ".join(notes)))
+    if not rows:
+        return "no members known"
+    return fmt.table(("ID", "ADDRESS", "ROLE", ""), rows) + "\n(%d member%s)" % (len(rows), "" if len(rows) == 1 else "s")
+
+
+@command(
+    "get",
+    "get KEY",
+    "read a key (linearizable)",
+    """
+Reads KEY through the replicated path (a linearizable read, like a
+client's).  Prints the value, quoted when it has spaces or binary bytes,
+or (not found).
+Examples: get user:42    get "a key with spaces"    get x'00ff'
+""",
+    min_args=1,
+    max_args=1,
+)
+def _get(ctx, args):
+    d = defer.maybeDeferred(ctx.node.get, _key(args[0]))
+    return d.addCallback(lambda v: "(not found)" if v is None else quote(v))
+
+
+@command(
+    "put",
+    "put KEY VALUE",
+    "write a key through Raft",
+    """
+Writes VALUE under KEY through the replicated path and waits until the
+write is committed and applied; prints the Raft index.  Quote words with
+spaces ("a b"), write bytes as \\xNN or the whole word as hex x'00ff'.
+Lines are limited to 64 KiB, so use a client for bigger values.
+Examples: put greeting "hello world"    put blob x'00ff10'
+""",
+    min_args=2,
+    max_args=2,
+)
+def _put(ctx, args):
+    key, value = _key(args[0]), args[1]
+    if len(value) > limits.MAX_VALUE_SIZE:
+        raise UsageError("value is %d bytes; the limit is %d" % (len(value), limits.MAX_VALUE_SIZE))
+    d = defer.maybeDeferred(ctx.node.put, key, value)
+    return d.addCallback(lambda index: "OK (applied at index %s)" % index)
+
+
+@command(
+    "delete",
+    "delete KEY",
+    "delete a key through Raft",
+    """
+Deletes KEY through the replicated path; says whether it existed.
+Example: delete user:42
+""",
+    min_args=1,
+    max_args=1,
+    aliases=("del",),
+)
+def _delete(ctx, args):
+    d = defer.maybeDeferred(ctx.node.delete, _key(args[0]))
+    return d.addCallback(lambda existed: "deleted" if existed else "not found (nothing deleted)")
+
+
+SCAN_DEFAULT_LIMIT = 100
+SCAN_MAX_LIMIT = 10000
+SCAN_VALUE_WIDTH = 60
+
+
+@command(
+    "scan",
+    "scan [PREFIX [LIMIT]]",
+    "list keys starting with PREFIX (linearizable)",
+    """
+Lists the keys that start with PREFIX, in key order, with their values
+(long values are cut; use get for the whole value).  At most LIMIT keys,
+%d by default, %d at most.  Without PREFIX (or with "") every key.
+Examples: scan user:    scan user: 10    scan "" 5
+"""
+    % (SCAN_DEFAULT_LIMIT, SCAN_MAX_LIMIT),
+    max_args=2,
+)
+def _scan(ctx, args):
+    prefix = args[0] if args else b""
+    limit = _positive_int(args[1], "LIMIT", SCAN_MAX_LIMIT) if len(args) > 1 else SCAN_DEFAULT_LIMIT
+    d = defer.maybeDeferred(ctx.node.scan, prefix, limit)
+
+    def show(pairs):
+        pairs = list(pairs)
+        if not pairs:
+            return "(no keys)" if not prefix else "(no keys start with %s)" % quote(prefix)
+        rows = [(quote(k), quote(v, limit=SCAN_VALUE_WIDTH)) for k, v in pairs]
+        text = fmt.table(("KEY", "VALUE"), rows)
+        if len(pairs) >= limit:
+            return text + "\n(%d keys; there may be more: scan %s %d shows up to %d)" % (
+                len(pairs),
+                quote(prefix),
+                min(limit * 10, SCAN_MAX_LIMIT),
+                min(limit * 10, SCAN_MAX_LIMIT),
+            )
+        return text + "\n(%d key%s)" % (len(pairs), "" if len(pairs) == 1 else "s")
+
+    return d.addCallback(show)
+
+
+@command(
+    "stats",
+    "stats",
+    "request and error counts, latency, batch sizes, fsyncs",
+    """
+Shows the node's counters since it started: requests and errors by kind,
+request latency percentiles (p50, p90, p99, max, in milliseconds), the
+mean and largest number of requests per write batch, and the number of
+fsyncs of the Raft log.
+""",
+)
+def _stats(ctx, args):
+    st = dict(ctx.node.stats())
+    pairs = []
+    for section in ("requests", "errors"):
+        counts = st.pop(section, None) or {}
+        pairs.append((section, str(sum(counts.values()))))
+        pairs.extend(("  " + str(kind), str(n)) for kind, n in sorted(counts.items()))
+    latency = st.pop("latency_ms", None) or {}
+    pairs.append(
+        (
+            "latency (ms)",
+            "  ".join("%s %s" % (k, fmt.number(latency.get(k))) for k in ("p50", "p90", "p99", "max")),
+        )
+    )
+    batches = st.pop("batch_sizes", None) or {}
+    pairs.append(("batch size", "mean %s  max %s" % (fmt.number(batches.get("mean")), fmt.number(batches.get("max")))))
+    pairs.append(("fsyncs", fmt.number(st.pop("fsyncs", None))))
+    # Whatever else the node reports is shown too, so a new counter needs no
+    # change here.
+    for name, value in sorted(st.items()):
+        pairs.append((str(name), fmt.number(value) if not isinstance(value, dict) else
+                      ", ".join("%s %s" % (k, fmt.number(v)) for k, v in sorted(value.items()))))
+    return fmt.fields(pairs)
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+@command(
+    "loglevel",
+    "loglevel LEVEL",
+    "set the node's log level: debug, info, warn or error",
+    """
+Changes how much the node logs, right away and until it restarts.
+LEVEL is one of debug, info, warn, error.
+Example: loglevel debug
+""",
+    min_args=1,
+    max_args=1,
+)
+def _loglevel(ctx, args):
+    level = _text(args[0]).lower()
+    if level == "warning":
+        level = "warn"
+    if level not in LOG_LEVELS:
+        raise UsageError(
+            "unknown log level %s: use one of %s" % (quote(args[0], 40), ", ".join(LOG_LEVELS))
+        )
+    ctx.node.set_log_level(level)
+    return "log level is now %s" % level
+
+
+def _require_fault_injection(ctx, name):
+    if not ctx.node.fault_injection_enabled:
+        raise CommandError(
+            "%s is a fault-injection command: start the node with "
+            "--enable-fault-injection to use it (never in production)" % name
+        )
+
+
+def _peer_ids(ctx):
+    try:
+        return [p.get("id") for p in ctx.node.status().get("peers") or []]
+    except Exception:
+        return []
+
+
+@command(
+    "isolate",
+    "isolate PEER...",
+    "drop all traffic with these peers (fault injection)",
+    """
+Drops every Raft message to and from the named peers until heal, as if
+the network between this node and them were cut.  Only available when
+the node was started with --enable-fault-injection.
+Example: isolate node2 node3
+""",
+    min_args=1,
+    max_args=None,
+)
+def _isolate(ctx, args):
+    _require_fault_injection(ctx, "isolate")
+    peers = [_text(a) for a in args]
+    try:
+        ctx.node.isolate(peers)
+    except KeyError as e:
+        known = _peer_ids(ctx)
+        raise CommandError(
+            "unknown peer %s: the peers are %s"
+            % (e.args[0] if e.args else "", ", ".join(known) if known else "(none)")
+        ) from None
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
+    return "isolated %s: their traffic is dropped until heal" % ", ".join(peers)
+
+
+@command(
+    "heal",
+    "heal",
+    "undo every isolate (fault injection)",
+    """
+Lets traffic flow again to and from every peer cut off by isolate.
+Only available when the node was started with --enable-fault-injection.
+""",
+)
+def _heal(ctx, args):
+    _require_fault_injection(ctx, "heal")
+    try:
+        ctx.node.heal()
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
+    return "healed: traffic flows to and from every peer"
+
+
+@command(
+    "quit",
+    "quit",
+    "close this admin session",
+    "Ends the session (so do exit and ^D on an empty line).",
+    aliases=("exit",),
+)
+def _quit(ctx, args):
+    return Quit("bye")
