@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from geocachedb.interfaces import IRaftLog
-from geocachedb.raft.types import CONF, NORMAL, Entry, HardState
+from geocachedb.raft.types import CONF, Entry, HardState
 from geocachedb.wal import CorruptLogError, LogFailedError, LogLockedError, WriteAheadLog
 from geocachedb.wal import format as fmt
 from geocachedb.wal import log as wal_log
@@ -225,6 +225,14 @@ class BasicTests(WALTestMixin, SynchronousTestCase):
             f.write(b"\x7f")  # the type byte of the segment header
         self.assertRaises(CorruptLogError, WriteAheadLog, self.dir)
         self.assertRaises(CorruptLogError, WriteAheadLog, self.dir)  # not LogLockedError
+
+    def test_entry_that_cannot_be_encoded_fails_the_log(self):
+        w = self.open()
+        w.append(make_entries(1, 2, 1))
+        w.sync()
+        self.assertRaises(Exception, w.append, [Entry(3, -1, b"x")])
+        self.assertRaises(LogFailedError, w.sync)
+        self.assertLogHolds(self.reopen(w), make_entries(1, 2, 1))
 
     def test_segment_bytes_below_a_page_is_refused(self):
         self.assertRaises(ValueError, WriteAheadLog, self.dir, segment_bytes=100)

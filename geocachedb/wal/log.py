@@ -35,6 +35,8 @@ How it works:
 - After an I/O error from write or fsync the log refuses further use
   (`LogFailedError`): after a failed fsync the kernel may have dropped the
   dirty pages, so the only safe way on is to restart and replay from disk.
+  The same after an entry that cannot be encoded (memory and buffer would
+  disagree).
 
 Memory: every retained entry (from the compaction point to the last index)
 is kept in memory as an `Entry`, so `term` and `entries` never touch the
@@ -299,7 +301,14 @@ class WriteAheadLog:
                 if seg.max_index >= first:
                     seg.max_index = first - 1
         self._entries.extend(entries)
-        self._encode_entries(entries)
+        try:
+            self._encode_entries(entries)
+        except Exception as e:
+            # An entry that cannot be encoded (a negative term, a kind above
+            # 255, data that is not bytes) leaves memory and the buffer out
+            # of step; refuse further use rather than sync half a batch.
+            self._failed = e
+            raise
         self._dirty = True
         if self._pending_bytes > _FLUSH_BYTES:
             self._guarded(self._flush)
