@@ -79,7 +79,8 @@ class Network:
             self.read_states[node_id] = []
         self.cut = set()  # (frm, to) links that drop everything
         self.hook = None  # hook(message) -> False to drop
-        self.delivered = []
+        self.sent = []       # every message sent, delivered or not
+        self.delivered = []  # every message delivered
 
     # -- topology --
 
@@ -121,6 +122,7 @@ class Network:
         queue = list(messages)
         while queue:
             m = queue.pop(0)
+            self.sent.append(m)
             if (m.frm, m.to) in self.cut or m.to not in self.cores:
                 continue
             if self.hook is not None and self.hook(m) is False:
@@ -150,6 +152,26 @@ class Network:
         ok = self.cores[node_id].read_index(context)
         self.flush(node_id)
         return ok
+
+    def drop(self, predicate):
+        """Drop every message for which ``predicate(m)`` is true."""
+        self.hook = lambda m: not predicate(m)
+
+    def hold(self, predicate):
+        """Keep back (in the returned list) every message matching ``predicate``."""
+        held = []
+
+        def hook(m):
+            if predicate(m):
+                held.append(m)
+                return False
+            return True
+
+        self.hook = hook
+        return held
+
+    def sent_to(self, node_id, type=None):
+        return [m for m in self.sent if m.to == node_id and (type is None or m.type == type)]
 
     def leader(self):
         leaders = [i for i in self.ids if self.cores[i].role == t.LEADER]
