@@ -160,8 +160,9 @@ class Cluster:
             except Exception:
                 node.kill()
 
-    def leader(self, timeout=10.0, among=None):
-        """The id of the node that all live nodes (or ``among``) agree leads."""
+    def leader(self, timeout=10.0, among=None, other_than=None):
+        """The id of the node that all live nodes (or ``among``) agree leads
+        (waiting for one that is not ``other_than``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leaders = set()
@@ -179,7 +180,49 @@ class Cluster:
                 leaders.add(status["leader"])
             if len(leaders) == 1 and None not in leaders:
                 leader = leaders.pop()
-                if self.nodes[leader].alive():
+                if self.nodes[leader].alive() and leader != other_than:
                     return leader
             time.sleep(0.1)
         raise RuntimeError("no agreed leader within %ss" % timeout)
+
+
+def _strip_telnet(data):
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if data[i] == 0xFF and i + 1 < len(data):
+            i += 3 if data[i + 1] in (0xFB, 0xFC, 0xFD, 0xFE) else 2
+            continue
+        out.append(data[i])
+        i += 1
+    return bytes(out)
+
+
+def admin_command(node, command, timeout=10.0):
+    """Log in to ``node``'s admin shell over a raw socket, run ``command``
+    and return its output (text between the command and the next prompt)."""
+    with open(os.path.join(node.data_dir, "admin.password")) as f:
+        password = f.read().strip()
+    s = socket.create_connection(("127.0.0.1", node.admin_port), timeout=timeout)
+    try:
+        def read_until(marker):
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while marker not in _strip_telnet(buf):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("admin shell: no %r in %r" % (marker, buf))
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("admin shell closed: %r" % buf)
+                buf += chunk
+            return _strip_telnet(buf).decode("utf-8", "replace")
+
+        read_until(b"Password: ")
+        s.sendall(password.encode() + b"\r\n")
+        read_until(b")> ")
+        s.sendall(command.encode() + b"\r\n")
+        out = read_until(b")> ")
+        s.sendall(b"quit\r\n")
+        return out.rsplit("\n", 1)[0]
+    finally:
+        s.close()
