@@ -10,6 +10,7 @@ import importlib
 
 # name -> "module:factory"; the factory is called as factory(path, **options)
 BACKENDS = {
+    "btree": "geocachedb.storage.btree:BTreeStorage",
     "lmdb": "geocachedb.storage.lmdb:LMDBStorage",
     "memory": "geocachedb.storage.memory:MemoryStorage",
 }
