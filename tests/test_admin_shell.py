@@ -451,7 +451,7 @@ class CommandTests(ShellHarness, unittest.TestCase):
         out = yield self.cmd(b"scan user:")
         self.assertEqual(out, "KEY     VALUE\r\nuser:1  alice\r\nuser:2  bob\r\n(2 keys)\r\n")
         out = yield self.cmd(b"scan user: 1")
-        self.assertIn("(1 keys; there may be more: scan user: 10 shows up to 10)", out)
+        self.assertIn("(1 keys, the limit; there may be more: try scan user: 10)", out)
         out = yield self.cmd(b"scan")
         self.assertIn("(3 keys)", out)
         out = yield self.cmd(b"delete user:1")
@@ -533,7 +533,7 @@ class CommandTests(ShellHarness, unittest.TestCase):
     def test_isolate_and_heal_with_fault_injection(self):
         self.node.fault_injection_enabled = True
         out = yield self.cmd(b"isolate node2 node3")
-        self.assertEqual(out, "isolated node2, node3: their traffic is dropped until heal\r\n")
+        self.assertEqual(out, "isolated: traffic with node2, node3 is dropped until heal\r\n")
         self.assertEqual(self.node.isolated, {"node2", "node3"})
         out = yield self.cmd(b"isolate node9")
         self.assertEqual(out, "error: unknown peer node9: the peers are node2, node3\r\n")

@@ -4,6 +4,7 @@ real ``telnet`` program driven through a pseudo-terminal."""
 import os
 import shutil
 
+from hypothesis import given, strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
@@ -109,6 +110,19 @@ class TelnetLineReaderTests(unittest.SynchronousTestCase):
         for _ in range(10):
             events = self.feed(cmd(IAC, telnet.NOP) * 20 + b"x\n")
             self.assertEqual(events, [Line(b"x")])
+
+    @given(st.binary(max_size=300), st.lists(st.integers(1, 300), max_size=10))
+    def test_how_input_is_split_into_reads_does_not_matter(self, data, cuts):
+        whole = TelnetLineReader(max_line=40, max_negotiation=60).feed(data)
+        reader = TelnetLineReader(max_line=40, max_negotiation=60)
+        pieces, at = [], 0
+        for cut in sorted(cuts):
+            pieces.append(data[at:cut])
+            at = max(at, cut)
+        pieces.append(data[at:])
+        self.assertEqual([e for p in pieces for e in reader.feed(p)], whole)
+        one_by_one = TelnetLineReader(max_line=40, max_negotiation=60)
+        self.assertEqual([e for b in data for e in one_by_one.feed(bytes((b,)))], whole)
 
     def test_escape_output_doubles_iac(self):
         self.assertEqual(telnet.escape_output(b"a\xffb"), b"a\xff\xffb")

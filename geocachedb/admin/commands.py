@@ -421,12 +421,12 @@ def _scan(ctx, args):
         rows = [(quote(k), quote(v, limit=SCAN_VALUE_WIDTH)) for k, v in pairs]
         text = fmt.table(("KEY", "VALUE"), rows)
         if len(pairs) >= limit:
-            return text + "\n(%d keys; there may be more: scan %s %d shows up to %d)" % (
-                len(pairs),
-                quote(prefix),
-                min(limit * 10, SCAN_MAX_LIMIT),
-                min(limit * 10, SCAN_MAX_LIMIT),
+            more = (
+                "there may be more: try scan %s %d" % (quote(prefix), min(limit * 10, SCAN_MAX_LIMIT))
+                if limit < SCAN_MAX_LIMIT
+                else "there may be more: scan a longer prefix"
             )
+            return text + "\n(%d keys, the limit; %s)" % (len(pairs), more)
         return text + "\n(%d key%s)" % (len(pairs), "" if len(pairs) == 1 else "s")
 
     return d.addCallback(show)
@@ -536,7 +536,7 @@ def _isolate(ctx, args):
         ) from None
     except RuntimeError as e:
         raise CommandError(str(e)) from None
-    return "isolated %s: their traffic is dropped until heal" % ", ".join(peers)
+    return "isolated: traffic with %s is dropped until heal" % ", ".join(peers)
 
 
 @command(

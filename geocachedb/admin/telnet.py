@@ -22,6 +22,7 @@ What it does:
   subnegotiations (we never agree to an option that uses them).
 """
 
+import re
 from dataclasses import dataclass
 
 IAC = 255
@@ -99,6 +100,9 @@ class NegotiationFlood:
     limit: int
 
 
+# Bytes that need a decision of their own; everything else is line data.
+_PLAIN = re.compile(rb"[^\x00\x03\x04\x08\x0a\x0d\x15\x7f\xff]+")
+
 # Parser states
 _DATA, _IAC, _OPTION, _SB, _SB_IAC = range(5)
 
@@ -156,10 +160,21 @@ class TelnetLineReader:
     def feed(self, data):
         """Consume ``data``; return the list of events it completes."""
         events = []
-        for byte in data:
+        i, n = 0, len(data)
+        while i < n:
             if self._flooded:
                 break
             state = self._state
+            if state == _DATA and not self._after_cr:
+                # Fast path: ordinary bytes are copied a run at a time, so a
+                # long line costs one slice instead of a Python step per byte.
+                run = _PLAIN.match(data, i)
+                if run is not None:
+                    self._append_run(run.group(), events)
+                    i = run.end()
+                    continue
+            byte = data[i]
+            i += 1
             if state == _DATA:
                 self._data_byte(byte, events)
             else:
@@ -219,6 +234,16 @@ class TelnetLineReader:
             events.append(LineTooLong(self.max_line))
             return
         self._line.append(byte)
+
+    def _append_run(self, run, events):
+        if self._discarding:
+            return
+        if len(self._line) + len(run) > self.max_line:
+            self._discarding = True
+            self._line.clear()
+            events.append(LineTooLong(self.max_line))
+            return
+        self._line += run
 
     def _end_line(self, events):
         self._negotiation = 0
