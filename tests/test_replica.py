@@ -228,3 +228,124 @@ class ClusterReplicaTests(SynchronousTestCase):
         self.assertFalse(r.receive(t.Message(t.HEARTBEAT, "a", "b", -1)))
         self.assertFalse(r.receive("garbage"))
         self.assertEqual(r.term, 0)
+
+
+class PersistenceOrderTests(SynchronousTestCase):
+    def test_follower_syncs_entries_before_acknowledging_them(self):
+        events = []
+        c = Cluster(["a", "b", "c"])
+        leader = c.until_leader()
+        follower_id = next(i for i in c.ids if i != leader.node_id)
+        # rebuild the follower on a recording log holding the same state
+        rec = RecordingLog(events)
+        rec.append(c.logs[follower_id].entries(1, c.logs[follower_id].last_index() + 1))
+        rec.set_hard_state(c.logs[follower_id].hard_state())
+        rec.sync()
+        c.logs[follower_id] = rec
+        old_wire = c.wire
+        c.wire = Wire(events)
+        c.start(follower_id)
+        c.wire = old_wire
+        events.clear()
+        leader.propose(encode_put(b"k", b"v"), lambda *a: None)
+        leader.process()
+        c.deliver()
+        kinds = [e[0] if e[0] != "send" else ("send", e[1]) for e in events]
+        self.assertIn("sync", kinds)
+        self.assertLess(kinds.index("append"), kinds.index("sync"))
+        self.assertLess(kinds.index("sync"), kinds.index(("send", t.APP_RESP)))
+
+    def test_one_sync_per_ready_and_none_for_commit_only_changes(self):
+        events = []
+        log = RecordingLog(events)
+        r = Replica("n1", ["n1"], log, Wire(), KVStateMachine(MemoryStorage()), random.Random(1))
+        r.tick()
+        r.process()
+        self.assertEqual(events.count(("sync",)), 1)  # term+vote+entry in one Ready
+        # the second Ready (commit index only) wrote the hard state unsynced
+        self.assertEqual(events[-1][0], "hard_state")
+
+
+class OutcomeTests(SynchronousTestCase):
+    def test_pending_proposal_fails_unavailable_when_leadership_is_lost(self):
+        c = Cluster(["a", "b", "c"])
+        leader = c.until_leader()
+        c.cut = {(leader.node_id, i) for i in c.ids} | {(i, leader.node_id) for i in c.ids}
+        out, cb = recorder()
+        leader.propose(encode_put(b"k", b"v"), cb)
+        leader.process()
+        c.tick(25)  # check-quorum makes it step down
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0][1], errors.Unavailable)
+
+    def test_read_barrier_without_leader_fails_at_once(self):
+        c = Cluster(["a", "b", "c"])
+        out, cb = recorder()
+        c.replicas["a"].read_barrier(cb)
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0][1], errors.Unavailable)
+
+    def test_read_barrier_that_cannot_be_confirmed_times_out(self):
+        c = Cluster(["a", "b", "c"], check_quorum=False)
+        leader = c.until_leader()
+        c.cut = {(leader.node_id, i) for i in c.ids} | {(i, leader.node_id) for i in c.ids}
+        out, cb = recorder()
+        leader.read_barrier(cb)
+        leader.process()
+        for _ in range(9):
+            leader.tick()
+            leader.process()
+        self.assertEqual(out, [])
+        leader.tick()
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0][1], errors.Unavailable)
+
+    def test_callback_that_raises_does_not_break_the_loop(self):
+        r = Replica("n1", ["n1"], MemoryRaftLog(), Wire(), KVStateMachine(MemoryStorage()),
+                    random.Random(1))
+        r.tick()
+        r.process()
+
+        def boom(result, error):
+            raise RuntimeError("client bug")
+
+        out, cb = recorder()
+        r.propose(encode_put(b"a", b"1"), boom)
+        r.propose(encode_put(b"b", b"2"), cb)
+        r.process()
+        self.assertEqual(len(out), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_status_reports_peers_progress_on_the_leader(self):
+        c = Cluster(["a", "b", "c"])
+        leader = c.until_leader()
+        c.tick()
+        status = leader.status()
+        self.assertEqual(status["role"], "leader")
+        self.assertEqual(status["leader"], leader.node_id)
+        self.assertEqual(sorted(status["peers"]), sorted(i for i in c.ids if i != leader.node_id))
+        for peer in status["peers"].values():
+            self.assertEqual(peer["match_index"], status["log_last_index"])
+            self.assertEqual(peer["state"], "replicate")
+            self.assertEqual(peer["last_contact_ticks"], 0)
+
+    def test_write_of_a_deposed_leader_is_reported_unavailable_and_never_applied(self):
+        c = Cluster(["a", "b", "c"])
+        leader = c.until_leader()
+        old = leader.node_id
+        others = [i for i in c.ids if i != old]
+        c.cut = {(old, i) for i in c.ids} | {(i, old) for i in c.ids}
+        out, cb = recorder()
+        leader.propose(encode_put(b"k", b"lost"), cb)
+        leader.process()
+        c.wire.queue.clear()
+        for _ in range(100):
+            c.tick()
+            if any(c.replicas[i].role == t.LEADER for i in others):
+                break
+        c.cut = set()
+        c.tick(5)
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0][1], errors.Unavailable)
+        for node_id in c.ids:
+            self.assertIsNone(c.storages[node_id].get(b"k"))
