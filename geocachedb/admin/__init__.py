@@ -4,7 +4,8 @@ The node service calls `load_or_create_password` once at startup and
 listens on the ``--admin`` endpoint with the factory from
 `make_admin_factory`.  Modules: `password` (the secret), `telnet` (bytes to
 lines), `quoting` (arguments and printed bytes), `formatting` (tables and
-units), `commands` (the command table), `shell` (the session and factory).
+units), `dispatch` (the command table and `execute`), `commands` (the
+commands), `shell` (the session and factory).
 See docs/ADMIN.md for the operator's view.
 """
 

@@ -18,7 +18,7 @@ log = Logger(namespace="geocachedb.admin")
 PASSWORD_FILENAME = "admin.password"
 
 
-class PasswordFileError(Exception):
+class PasswordFileError(ValueError):
     """The password file is missing, empty or unreadable; the message says
     which file and what to do about it."""
 

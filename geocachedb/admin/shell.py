@@ -10,7 +10,7 @@ endpoint.  Each connection is an `AdminSession`, a small state machine:
 
 Bytes go through `geocachedb.admin.telnet.TelnetLineReader` (negotiation,
 line endings, editing, limits); complete lines are queued and run one at a
-time by `geocachedb.admin.commands.execute`, so pasted input keeps its
+time by `geocachedb.admin.dispatch.execute`, so pasted input keeps its
 order and a slow command never blocks the reactor: the session waits for
 the Deferred, with a timeout after which the result is no longer awaited.
 When many lines are queued the transport is paused (back-pressure).
@@ -26,7 +26,7 @@ from collections import deque
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 
-from geocachedb.admin import commands, telnet
+from geocachedb.admin import commands, dispatch, telnet
 
 log = Logger(namespace="geocachedb.admin")
 
@@ -274,14 +274,14 @@ class AdminSession(Protocol):
             # Typed the password again at the prompt: never log it.
             log.info("admin {peer}: (a line equal to the admin password, not logged)", peer=self.peer)
         else:
-            log.info("admin {peer}: {command}", peer=self.peer, command=commands.loggable(line))
+            log.info("admin {peer}: {command}", peer=self.peer, command=dispatch.loggable(line))
         self._generation += 1
         generation = self._generation
-        ctx = commands.Context(self.factory.node, self.peer, self.factory.commands)
+        ctx = dispatch.Context(self.factory.node, self.peer, self.factory.commands)
         self._busy = self.factory.reactor.callLater(
             self.factory.command_timeout, self._timed_out, generation
         )
-        d = commands.execute(ctx, line)
+        d = dispatch.execute(ctx, line)
         d.addCallback(self._done, generation)
         d.addErrback(
             lambda f: log.failure("admin session from {peer} failed", f, peer=self.peer)
