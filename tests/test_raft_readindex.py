@@ -138,3 +138,23 @@ class FollowerReadIndexTests(SynchronousTestCase):
             net.tick("a")
             net.tick("b")
         self.assertEqual(states(net, "b"), [(0, b"f1", True)])
+
+    def test_delayed_answer_to_a_previous_incarnation_does_not_release_a_new_read(self):
+        # Found by fuzzing: request ids restarted at 1 after a restart, so a
+        # late READ_INDEX_RESP for the old request released the new read
+        # with an older index (a stale read).
+        net = Network(["a", "b", "c"])
+        a = net.elect("a")
+        held = net.hold(lambda m: m.type == t.READ_INDEX_RESP)
+        net.read_index("b", b"old")
+        self.assertEqual(len(held), 1)
+        net.hook = None
+        net.cores["b"] = new_core("b", net.ids, net.cores["b"].log.storage, seed=99)
+        net.tick("a")  # b learns the leader again
+        net.propose("a", b"newer write")
+        net.drop(lambda m: m.type == t.READ_INDEX)
+        net.read_index("b", b"new")
+        net.hook = None
+        net.send(*held)
+        self.assertEqual(states(net, "b"), [])
+        self.assertLess(held[0].index, a.log.committed)

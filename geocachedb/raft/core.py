@@ -119,6 +119,11 @@ class RaftCore:
         self._follower_reads = []
         self._read_batches = {}  # batch context -> (tick sent, [request contexts])
         self._read_batch_seq = 0
+        # Batch contexts must never repeat across restarts of this node: a
+        # delayed answer to the previous incarnation's request must not
+        # release a newer read with an older index.  The nonce comes from
+        # the injected RNG, so each incarnation needs its own seed.
+        self._read_nonce = rng.getrandbits(64).to_bytes(8, "big")
         # Seam for leadership transfer (TimeoutNow): while set, a leader
         # refuses proposals.  Never set yet.
         self.lead_transferee = None
@@ -287,8 +292,8 @@ class RaftCore:
                 self._bcast_heartbeat()
         elif self._follower_reads and self.lead is not None:
             self._read_batch_seq += 1
-            ctx = self._read_batch_seq.to_bytes(8, "big")
-            self._read_batches[ctx] = (self.ticks, self._follower_reads)
+            ctx = self._read_nonce + self._read_batch_seq.to_bytes(8, "big")
+            self._read_batches[ctx] = (self.ticks, self.lead, self._follower_reads)
             self._follower_reads = []
             self._send(Message(t.READ_INDEX, self.lead, self.id, self.term, context=ctx))
 
@@ -590,14 +595,15 @@ class RaftCore:
                                    context=context, reject=True))
 
     def _handle_read_index_response(self, m):
-        batch = self._read_batches.pop(m.context, None)
-        if batch is None:
+        batch = self._read_batches.get(m.context)
+        if batch is None or batch[1] != m.frm:
             return
-        for context in batch[1]:
+        del self._read_batches[m.context]
+        for context in batch[2]:
             self._read_states.append(ReadState(m.index, context, rejected=m.reject))
 
     def _fail_follower_reads(self):
-        for _, contexts in self._read_batches.values():
+        for _, _, contexts in self._read_batches.values():
             for context in contexts:
                 self._read_states.append(ReadState(0, context, rejected=True))
         for context in self._follower_reads:
@@ -607,9 +613,9 @@ class RaftCore:
 
     def _expire_read_batches(self):
         horizon = self.ticks - self.config.election_ticks
-        expired = [ctx for ctx, (sent, _) in self._read_batches.items() if sent <= horizon]
+        expired = [ctx for ctx, batch in self._read_batches.items() if batch[0] <= horizon]
         for ctx in expired:
-            for context in self._read_batches.pop(ctx)[1]:
+            for context in self._read_batches.pop(ctx)[2]:
                 self._read_states.append(ReadState(0, context, rejected=True))
 
     # ---------------------------------------------- follower / candidate --
