@@ -270,3 +270,22 @@ class FlowControlTests(SynchronousTestCase):
         net.flush("a")
         for node_id in ("b", "c"):
             self.assertEqual(net.cores[node_id].log.committed, a.log.committed)
+
+    def test_caught_up_follower_in_probe_returns_to_replicate_on_empty_probe_answer(self):
+        net = self._elected()
+        a = net.cores["a"]
+        pr = a.tracker.progress["b"]
+        pr.become_probe()  # e.g. after a stale rejection
+        self.assertEqual(pr.match, a.log.last_index())
+        net.tick("a")  # heartbeat answer -> empty probe -> acknowledged at match
+        self.assertEqual(pr.state, REPLICATE)
+        # and new entries flow without waiting for a heartbeat
+        a.propose(b"x")
+        net.flush("a")
+        self.assertEqual(net.cores["b"].log.last_index(), a.log.last_index())
+
+    def test_acknowledgement_beyond_the_leaders_log_is_ignored(self):
+        net = self._elected()
+        a = net.cores["a"]
+        a.step(Message(t.APP_RESP, "a", "b", a.term, index=a.log.last_index() + 5))
+        self.assertLessEqual(a.tracker.progress["b"].match, a.log.last_index())

@@ -478,7 +478,11 @@ class RaftCore:
                     pr.become_probe()
                 self._replicate_to(m.frm, True)
             return
-        if pr.maybe_update(m.index):
+        if m.index > self.log.last_index():
+            return  # acknowledges entries we never sent: ignore
+        # A probe answered at exactly our match also proves where the logs
+        # match (e.g. an empty probe to a caught-up follower).
+        if pr.maybe_update(m.index) or (pr.state == PROBE and pr.match == m.index):
             if pr.state == PROBE:
                 pr.become_replicate()
             elif pr.state == REPLICATE:
