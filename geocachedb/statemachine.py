@@ -12,19 +12,22 @@ Reads (`get`, `scan`) go straight to storage; whether they are linearizable
 is decided before they get here (ReadIndex in the Raft host).
 """
 
+from geocachedb import sessions
 from geocachedb.raft.types import NORMAL
+from geocachedb.sessions import RESERVED_PREFIX, SessionTable
+from geocachedb.storage.scan import prefix_end
 from geocachedb.wire import geocache_pb2 as pb
 
 
-def encode_put(key, value, client_id=0, seq=0):
-    cmd = pb.Command(client_id=client_id, seq=seq)
+def encode_put(key, value, client_id=0, seq=0, ack_floor=0):
+    cmd = pb.Command(client_id=client_id, seq=seq, ack_floor=ack_floor)
     cmd.put.key = key
     cmd.put.value = value
     return cmd.SerializeToString()
 
 
-def encode_delete(key, client_id=0, seq=0):
-    cmd = pb.Command(client_id=client_id, seq=seq)
+def encode_delete(key, client_id=0, seq=0, ack_floor=0):
+    cmd = pb.Command(client_id=client_id, seq=seq, ack_floor=ack_floor)
     cmd.delete.key = key
     return cmd.SerializeToString()
 
@@ -50,9 +53,17 @@ class DeleteResult:
         return "DeleteResult(%d, %r)" % (self.index, self.deleted)
 
 
+_RESERVED_END = prefix_end(RESERVED_PREFIX)
+
+
 class KVStateMachine:
     def __init__(self, storage):
         self.storage = storage
+        self.sessions = SessionTable(storage)
+
+    def reload(self):
+        """Rebuild derived state after the storage was replaced (snapshot)."""
+        self.sessions = SessionTable(self.storage)
 
     @property
     def applied_index(self):
@@ -68,14 +79,24 @@ class KVStateMachine:
         # deletes, so the final state of each key is computed here first.
         final = {}
         results = []
+        table = self.sessions
+        dirty = set()
         for entry in entries:
             result = None
             if entry.kind == NORMAL and entry.data:
                 cmd = pb.Command.FromString(entry.data)
                 op = cmd.WhichOneof("op")
+                cid = cmd.client_id
+                if cid:
+                    seen = table.lookup(cid, cmd.seq)
+                    if seen is not False:
+                        results.append(_replayed(seen, op, entry.index))
+                        continue
                 if op == "put":
                     final[cmd.put.key] = cmd.put.value
                     result = PutResult(entry.index)
+                    if cid:
+                        table.record(cid, cmd.seq, cmd.ack_floor, (sessions.PUT, entry.index, False), entry.index, dirty)
                 elif op == "delete":
                     key = cmd.delete.key
                     if key in final:
@@ -84,9 +105,14 @@ class KVStateMachine:
                         existed = self.storage.get(key) is not None
                     final[key] = None
                     result = DeleteResult(entry.index, existed)
+                    if cid:
+                        table.record(cid, cmd.seq, cmd.ack_floor, (sessions.DELETE, entry.index, existed), entry.index, dirty)
             results.append(result)
         puts = [(k, v) for k, v in final.items() if v is not None]
         deletes = [k for k, v in final.items() if v is None]
+        if dirty:
+            table.evict(dirty, deletes)
+            puts.extend(table.writes(dirty))
         self.storage.apply_batch(puts, deletes, entries[-1].index)
         return results
 
@@ -94,4 +120,26 @@ class KVStateMachine:
         return self.storage.get(key)
 
     def scan(self, start=b"", end=None, prefix=None, limit=None):
-        return self.storage.scan(start, end, prefix, limit)
+        """A user scan: the reserved key range is never shown."""
+        out = []
+        cursor = start
+        while True:
+            want = None if limit is None else limit - len(out)
+            if want == 0:
+                return out
+            pairs = self.storage.scan(cursor, end, prefix, want)
+            out.extend(kv for kv in pairs if not kv[0].startswith(RESERVED_PREFIX))
+            if want is None or len(pairs) < want:
+                return out
+            last = pairs[-1][0]
+            cursor = _RESERVED_END if last.startswith(RESERVED_PREFIX) else last + b"\x00"
+
+
+def _replayed(stored, op, index):
+    """The result a duplicate write gets: the original one when known."""
+    if stored is None:  # below the floor: answered long ago
+        return PutResult(index) if op == "put" else DeleteResult(index, False)
+    kind, original_index, deleted = stored
+    if kind == sessions.PUT:
+        return PutResult(original_index)
+    return DeleteResult(original_index, deleted)

@@ -79,6 +79,26 @@ def result_of(kind, response):
     raise ValueError(kind)
 
 
+class WriteSequencer:
+    """Sequence numbers for one client id's writes, and the floor below
+    which every write has been answered (sent as ``ack_floor`` so the
+    cluster can forget those results)."""
+
+    def __init__(self):
+        self._last = 0
+        self._open = set()
+
+    def begin(self, request):
+        self._last += 1
+        request.seq = self._last
+        self._open.add(self._last)
+        request.ack_floor = min(self._open)
+        return self._last
+
+    def end(self, seq):
+        self._open.discard(seq)
+
+
 class ClientCore:
     """Request/response matching for one connection."""
 
@@ -93,15 +113,11 @@ class ClientCore:
         # Exactly-once writes (Raft thesis §6.3): the server remembers the
         # last sequence number of each client id.
         self.client_id = client_id or random.SystemRandom().getrandbits(63) + 1
-        self._seq = 0
+        self.writes = WriteSequencer()
 
     @property
     def in_flight(self):
         return len(self._pending)
-
-    def next_seq(self):
-        self._seq += 1
-        return self._seq
 
     def call(self, request):
         """Send ``request`` (a `pb.Request` without id); return a future of
@@ -122,6 +138,19 @@ class ClientCore:
             return future
         self._pending[rid] = future
         self._write(_LENGTH.pack(len(data)) + data)
+        return future
+
+    def call_write(self, request):
+        """`call` for a write, numbered for exactly-once application."""
+        request.client_id = self.client_id
+        seq = self.writes.begin(request)
+        future = self.call(request)
+
+        def settled(result):
+            self.writes.end(seq)
+            return result
+
+        self.api.add_callbacks(future, settled, lambda f: settled(f))
         return future
 
     def data_received(self, data):

@@ -16,7 +16,7 @@ runs them with ``ensureDeferred``, asyncio as tasks.  A flavour supplies
 import time
 
 from geocachedb import errors
-from geocachedb.client.core import build_request, check_bytes, parse_address, result_of
+from geocachedb.client.core import WriteSequencer, build_request, check_bytes, parse_address, result_of
 
 WRITES = ("put", "delete")
 
@@ -37,7 +37,7 @@ class Session:
         self._conn = None
         self._connecting = None
         self.client_id = None
-        self._seq = 0
+        self._writes = WriteSequencer()
         self._closed = False
 
     # ------------------------------------------------------ flavour hooks
@@ -98,9 +98,16 @@ class Session:
         if kind == "put":
             check_bytes("value", value)
         request = build_request(kind, key, value, **extra)
-        if kind in WRITES:
-            self._seq += 1
-            request.seq = self._seq
+        if kind not in WRITES:
+            return await self._attempts(kind, request)
+        # One seq for every attempt: the cluster applies it at most once.
+        seq = self._writes.begin(request)
+        try:
+            return await self._attempts(kind, request)
+        finally:
+            self._writes.end(seq)
+
+    async def _attempts(self, kind, request):
         deadline = time.monotonic() + self.timeout
         last_error = None
         tried = 0

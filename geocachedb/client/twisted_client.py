@@ -51,12 +51,10 @@ class GeoCacheClientProtocol(protocol.Protocol):
             if kind == "put":
                 check_bytes("value", value)
             request = build_request(kind, key, value, **extra)
-            if kind in ("put", "delete"):
-                request.client_id = self.core.client_id
-                request.seq = self.core.next_seq()
         except (TypeError, ValueError) as e:
             return defer.fail(e)
-        return self.core.call(request).addCallback(lambda response: result_of(kind, response))
+        d = self.core.call_write(request) if kind in ("put", "delete") else self.core.call(request)
+        return d.addCallback(lambda response: result_of(kind, response))
 
     def get(self, key, serializable=False):
         return self._call("get", key, serializable=serializable)

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from geocachedb import errors
 from geocachedb.limits import MAX_KEY_SIZE, MAX_VALUE_SIZE
+from geocachedb.sessions import RESERVED_PREFIX
 from geocachedb.statemachine import DeleteResult, encode_delete, encode_put
 from geocachedb.wire import geocache_pb2 as pb
 
@@ -25,6 +26,8 @@ MAX_RANGE_BYTES = 2 * 1024 * 1024
 def check_key(key):
     if not key:
         raise errors.InvalidArgument("key must not be empty")
+    if key.startswith(RESERVED_PREFIX):
+        raise errors.InvalidArgument("keys starting with %r are reserved" % RESERVED_PREFIX)
     if len(key) > MAX_KEY_SIZE:
         raise errors.InvalidArgument(
             "key of %d bytes is longer than the limit of %d bytes" % (len(key), MAX_KEY_SIZE)
@@ -122,7 +125,7 @@ class KVService:
                 % (len(put.value), self.max_value)
             )
         rid = request.id
-        data = encode_put(put.key, put.value, request.client_id, request.seq)
+        data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor)
         self.node.submit_write(
             data,
             self._done(request, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))),
@@ -131,7 +134,7 @@ class KVService:
     def _delete(self, request, respond):
         check_key(request.delete.key)
         rid = request.id
-        data = encode_delete(request.delete.key, request.client_id, request.seq)
+        data = encode_delete(request.delete.key, request.client_id, request.seq, request.ack_floor)
 
         def build(result):
             if not isinstance(result, DeleteResult):  # a deduplicated retry

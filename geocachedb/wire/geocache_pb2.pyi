@@ -25,7 +25,7 @@ UNAVAILABLE: ErrorCode
 INTERNAL: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "get", "put", "delete", "range", "status", "client_id", "seq")
+    __slots__ = ("id", "get", "put", "delete", "range", "status", "client_id", "seq", "ack_floor")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class Request(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
     id: int
     get: GetRequest
     put: PutRequest
@@ -42,7 +43,8 @@ class Request(_message.Message):
     status: StatusRequest
     client_id: int
     seq: int
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+    ack_floor: int
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key", "serializable")
@@ -169,16 +171,18 @@ class StatusResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("put", "delete", "client_id", "seq")
+    __slots__ = ("put", "delete", "client_id", "seq", "ack_floor")
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
     put: PutRequest
     delete: DeleteRequest
     client_id: int
     seq: int
-    def __init__(self, put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+    ack_floor: int
+    def __init__(self, put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
 
 class PeerHello(_message.Message):
     __slots__ = ("cluster_id", "node_id", "target_id")
