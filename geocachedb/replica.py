@@ -108,12 +108,16 @@ class Replica:
 
     def read_barrier(self, callback):
         """``callback(None, None)`` once a linearizable read may be served
-        from the local state machine; an error when that cannot be confirmed
-        within an election timeout."""
+        from the local state machine.  Errors: `NotLeader` with an empty
+        ``leader_id`` at once when no leader is known; `Unavailable` when
+        the leader rejects or loses the read, or it is not settled within
+        ``election_ticks`` ticks."""
         self._read_seq += 1
         context = self._read_seq.to_bytes(8, "big")
         if not self.core.read_index(context):
-            callback(None, errors.Unavailable("no leader known"))
+            # NotLeader with no hint, like `propose`: the host may wait for
+            # an election and retry.
+            callback(None, errors.NotLeader("no leader known", leader_id=""))
             return
         self._reads[context] = (callback, self._ticks + self.config.election_ticks)
 

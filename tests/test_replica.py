@@ -278,12 +278,13 @@ class OutcomeTests(SynchronousTestCase):
         self.assertEqual(len(out), 1)
         self.assertIsInstance(out[0][1], errors.Unavailable)
 
-    def test_read_barrier_without_leader_fails_at_once(self):
+    def test_read_barrier_without_leader_fails_at_once_with_not_leader_and_no_hint(self):
         c = Cluster(["a", "b", "c"])
         out, cb = recorder()
         c.replicas["a"].read_barrier(cb)
         self.assertEqual(len(out), 1)
-        self.assertIsInstance(out[0][1], errors.Unavailable)
+        self.assertIsInstance(out[0][1], errors.NotLeader)
+        self.assertEqual(out[0][1].leader_id, "")
 
     def test_read_barrier_that_cannot_be_confirmed_times_out(self):
         c = Cluster(["a", "b", "c"], check_quorum=False)
