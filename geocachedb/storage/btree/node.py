@@ -38,7 +38,7 @@ meta (pages 0 and 1, no common header)::
 
     8s magic  u32 version  u32 page_size  u64 txn  u32 root  u32 npages
     u32 freelist_head  u32 nfree  u32 depth  u64 keys  u64 applied_index
-    u32 crc32(all of the above)
+    u32 crc32(all of the above)   zeros to the end of the page
 
 Keys are at most `MAX_KEY` (511) bytes, the limit the whole system shares
 (`geocachedb.limits`), so keys never need overflow pages: an entry's inline
@@ -69,6 +69,7 @@ HEADER_SIZE = HEADER.size  # 16
 _CRC = struct.Struct(">I")
 _BODY_HEADER = struct.Struct(">BBHQ")  # the header without its crc
 _U32 = struct.Struct(">I")
+_TXN = struct.Struct(">Q")
 
 # The bytes a node may use after the header.
 NODE_LIMIT = PAGE_SIZE - HEADER_SIZE
@@ -243,6 +244,11 @@ def page_type(page):
     return page[4]
 
 
+def page_txn(page):
+    """The txn that wrote a (non-meta) page."""
+    return _TXN.unpack_from(page, 8)[0]
+
+
 def decode_leaf(page):
     _, _, flags, n, _ = HEADER.unpack_from(page)
     lens = _lens(n, n).unpack_from(page, HEADER_SIZE)
@@ -364,6 +370,10 @@ def decode_meta(page):
     (crc,) = _CRC.unpack_from(page, META.size)
     if crc != zlib.crc32(page[: META.size]):
         return None, "checksum mismatch"
+    # The rest of a meta page is always zeros: checking it means that any
+    # flipped byte anywhere in the page is noticed.
+    if page[META.size + 4 : PAGE_SIZE].count(0) != PAGE_SIZE - META.size - 4:
+        return None, "damaged (bytes after the checksum are not zero)"
     if fields[1] != META_VERSION:
         return None, "format version %d is not supported" % fields[1]
     if fields[2] != PAGE_SIZE:

@@ -73,6 +73,7 @@ from geocachedb.storage.btree.node import (
     encode_node,
     encode_overflow,
     page_crc_ok,
+    page_txn,
 )
 
 DEFAULT_CACHE_PAGES = 65536  # decoded nodes kept in memory (~256 MiB of pages)
@@ -229,6 +230,17 @@ class Pager:
             if len(page) < PAGE_SIZE:
                 raise CorruptFileError(self.path, "page %d is beyond the end of the file (truncated?)" % pno)
             raise CorruptFileError(self.path, "page %d fails its checksum" % pno)
+        # A tree never refers to a page written after it: such a page was
+        # reused, so the tree being read is an old one whose pages were
+        # recycled (only possible when a damaged meta page made us fall
+        # back).  Refuse it rather than answer from the wrong page.
+        written = page_txn(page)
+        if written > self.txn + self._in_txn:
+            raise CorruptFileError(
+                self.path,
+                "page %d was written by txn %d, after the tree being read (txn %d): "
+                "the file mixes versions" % (pno, written, self.txn),
+            )
         return page
 
     def node(self, pno):

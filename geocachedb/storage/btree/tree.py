@@ -188,7 +188,9 @@ class BTree:
             pager.keys += 1
         if value.__class__ is Overflow:
             leaf.novf += 1
-        if leaf.size > NODE_LIMIT:
+        # A smaller value replacing a bigger one can leave the leaf
+        # under-full: that needs fixing as much as an overfull one.
+        if leaf.size > NODE_LIMIT or (leaf.size < MIN_FILL and path):
             self._rebalance(path, leaf)
 
     def delete(self, key):
