@@ -1,8 +1,9 @@
-"""Real `twistd -n geocache` processes for integration tests.
+"""Real `twistd -n geocache` processes, for integration tests and
+benchmarks.
 
 Every process is started on free loopback ports with its own data directory
-and log file, and is stopped by its PID (`stop`/`kill`) — tests call
-`Cluster.stop_all` in tearDown/finally so nothing outlives a test.
+and log file, and is stopped by its PID (`stop`/`kill`) — callers use
+`Cluster.stop_all` in tearDown/finally so nothing outlives them.
 """
 
 import os
@@ -107,6 +108,20 @@ class NodeProcess:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    def cpu_seconds(self):
+        """User + system CPU time the process has used so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_bytes(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
 
     def read_log(self):
         try:

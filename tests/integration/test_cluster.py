@@ -14,7 +14,7 @@ from geocachedb import errors
 from geocachedb.client import BlockingClient
 from geocachedb.testing.linearizability import History, check
 
-from .harness import Cluster, admin_command
+from geocachedb.testing.processes import Cluster, admin_command
 
 FAST = ("--heartbeat-interval", "50", "--election-timeout", "500", "--enable-fault-injection")
 

@@ -13,7 +13,7 @@ from geocachedb.client import BlockingClient
 from geocachedb.node.listener import PEER_PREAMBLE
 from geocachedb.wire import geocache_pb2 as pb
 
-from .harness import NodeProcess, admin_command, free_port
+from geocachedb.testing.processes import NodeProcess, admin_command, free_port
 
 
 def hello(cluster_id, node_id, target_id):

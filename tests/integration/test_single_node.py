@@ -18,7 +18,7 @@ from geocachedb import errors
 from geocachedb.client import AsyncioClient, BlockingClient, TwistedClient
 from geocachedb.wire import geocache_pb2 as pb
 
-from .harness import NodeProcess, free_port
+from geocachedb.testing.processes import NodeProcess, free_port
 
 BIN = os.path.dirname(sys.executable)
 
