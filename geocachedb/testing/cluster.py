@@ -52,6 +52,10 @@ class SimNode:
         self._process_handle = None
         self._crash_countdown = None
         self.incarnation = 0
+        # While paused (a GC pause, a stalled VM) the node's inputs queue up
+        # here and run when it resumes; its clock does not advance.
+        self.paused = False
+        self._held = []
 
     # -- life cycle
 
@@ -86,6 +90,34 @@ class SimNode:
         if self.up:
             self._crashed()
 
+    def pause(self):
+        """Stop the process without killing it: ticks stop, inputs queue."""
+        if self.up:
+            self.paused = True
+
+    def resume(self):
+        """Wake up: what queued up during the pause is handled over the next
+        few moments in an arbitrary order (a process waking up finds several
+        sockets readable at once, and each reactor turn ends with a
+        process()), and the clock ticks again."""
+        if not self.paused:
+            return
+        self.paused = False
+        held, self._held = self._held, []
+        scheduler = self.cluster.scheduler
+        scheduler.rng.shuffle(held)
+        incarnation = self.incarnation
+        for fn, args in held:
+            scheduler.after(scheduler.rng.randint(0, 3), self._replay, incarnation, fn, args)
+        self.schedule_process()
+        if self._tick_handle is None:
+            self._schedule_tick()
+
+    def _replay(self, incarnation, fn, args):
+        if self.up and self.incarnation == incarnation:
+            if self._call(fn, *args):
+                self.schedule_process()
+
     def arm_crash(self, after_ios):
         """Crash at the ``after_ios``-th next sync or send (1 = the next)."""
         if self.up:
@@ -101,6 +133,8 @@ class SimNode:
     def _crashed(self):
         cluster = self.cluster
         self.up = False
+        self.paused = False
+        self._held = []
         self.replica = None
         if self.transport is not None:
             self.transport.closed = True
@@ -116,6 +150,9 @@ class SimNode:
     def _call(self, fn, *args):
         """Call into the replica; a `SimulatedCrash` raised by an I/O hook
         anywhere inside crashes the node.  Returns False if it crashed."""
+        if self.paused:
+            self._held.append((fn, args))
+            return False
         try:
             fn(*args)
         except SimulatedCrash:
@@ -130,8 +167,8 @@ class SimNode:
 
     def _tick(self):
         self._tick_handle = None
-        if not self.up:
-            return
+        if not self.up or self.paused:
+            return  # `resume` restarts the ticks
         if self._call(self.replica.tick):
             self._schedule_tick()
             self.schedule_process()
@@ -143,8 +180,8 @@ class SimNode:
 
     def _process(self):
         self._process_handle = None
-        if not self.up:
-            return
+        if not self.up or self.paused:
+            return  # `resume` schedules it again
         replica = self.replica
         if self._call(replica.process):
             self.cluster.observe(self)

@@ -10,6 +10,9 @@ duration schedules its own undo, so faults overlap freely:
 ``crash-mid-io``  arm a crash at the k-th next sync or send of a node, so it
                   dies in the middle of a batch
 ``full-restart``  crash every node at once, then restart them all
+``pause``         freeze a node (often the leader) like a long GC pause: it
+                  neither ticks nor handles input, then wakes up and works
+                  through what queued up, still believing what it believed
 ``loss``          a period in which a share of all messages is dropped
 ``duplication``   a period in which messages are delivered twice
 ``delay``         a period of long, irregular delays (heavy reordering)
@@ -29,6 +32,7 @@ KINDS = (
     "crash",
     "crash-mid-io",
     "full-restart",
+    "pause",
     "loss",
     "duplication",
     "delay",
@@ -37,12 +41,12 @@ KINDS = (
 
 
 class NemesisConfig:
-    interval_min = 20  # virtual time between two faults
-    interval_max = 200
-    duration_min = 50  # how long a partition, weather or clock fault lasts
-    duration_max = 800
+    interval_min = 30  # virtual time between two faults (a tick is ~10)
+    interval_max = 300
+    duration_min = 50  # how long a partition, pause, weather or clock fault lasts
+    duration_max = 600
     downtime_min = 1  # how long a crashed node stays down
-    downtime_max = 400
+    downtime_max = 300
     base_loss = 0.0  # always-on network imperfection
     base_duplicate = 0.0
     base_spike = 0.02
@@ -51,14 +55,15 @@ class NemesisConfig:
     weights = {
         "partition": 3,
         "one-way": 2,
-        "isolate": 2,
-        "crash": 3,
+        "isolate": 3,
+        "crash": 2,
         "crash-mid-io": 2,
         "full-restart": 0.3,
+        "pause": 2,
         "loss": 1,
         "duplication": 1,
         "delay": 1,
-        "clock": 1,
+        "clock": 2,
     }
 
     def __init__(self, **options):
@@ -236,6 +241,25 @@ class Nemesis:
             self.trace("restart %s" % node_id)
             node.start()
 
+    def _pause(self):
+        leaders = self.cluster.leaders()
+        if leaders and self.rng.random() < 0.6:
+            node = self.rng.choice(leaders)
+        else:
+            node = self._pick_up_node()
+        if node is None or node.paused:
+            return False
+        self.trace("pause %s" % node.node_id)
+        node.pause()
+        self._later(self._duration(), self._resume, node.node_id)
+        return True
+
+    def _resume(self, node_id):
+        node = self.cluster.node(node_id)
+        if node.paused:
+            self.trace("resume %s" % node_id)
+            node.resume()
+
     # -- weather
 
     def _episode(self, kind, attr, value):
@@ -262,8 +286,14 @@ class Nemesis:
         return True
 
     def _clock(self):
-        node_id = self.rng.choice(self.cluster.node_ids)
-        factor = self.rng.choice([0.5, 0.7, 1.5, 2.0, 3.0])
+        # Often the leader: a leader whose clock runs slow keeps believing
+        # in its leadership longest (what lease-based shortcuts get wrong).
+        leaders = self.cluster.leaders()
+        if leaders and self.rng.random() < 0.5:
+            node_id = self.rng.choice(leaders).node_id
+        else:
+            node_id = self.rng.choice(self.cluster.node_ids)
+        factor = self.rng.choice([0.5, 0.7, 1.5, 2.0, 3.0, 5.0])
         self._clock_factor.setdefault(node_id, []).append(factor)
         self._apply_clock(node_id)
         self.trace("clock of %s x%.1f" % (node_id, factor))
@@ -304,6 +334,7 @@ class Nemesis:
             self.cluster.node(node_id).tick_interval = tick
         for node in self.cluster.nodes.values():
             node._crash_countdown = None
+            node.resume()
             if not node.up:
                 node.start()
         self.trace("healed everything")

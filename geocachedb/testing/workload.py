@@ -24,11 +24,11 @@ from geocachedb.testing.linearizability import DELETE, GET, PUT, History
 
 
 class WorkloadConfig:
-    clients = 4
+    clients = 6
     keys = 3
-    put_weight = 45
-    get_weight = 40
-    delete_weight = 15
+    put_weight = 38
+    get_weight = 50
+    delete_weight = 12
     think_min = 1
     think_max = 30
     op_timeout = 400  # virtual time; a few election timeouts
@@ -229,6 +229,9 @@ class SimClient:
     def _finish_unknown(self):
         w = self.workload
         pending = self.pending
+        # Like a real client after a timeout or a broken connection: try
+        # another node next time.
+        self.node = w.rng.choice(w.cluster.node_ids)
         if pending.kind == GET:
             w.history.fail(pending.op_id)
             w.counts["failed"] += 1
