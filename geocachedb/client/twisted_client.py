@@ -17,6 +17,7 @@ from geocachedb import errors
 from geocachedb.client.core import ClientCore, build_request, check_bytes, result_of
 from geocachedb.client.session import Session
 from geocachedb.limits import MAX_FRAME_SIZE
+from geocachedb.node.listener import set_no_delay
 
 
 class GeoCacheClientProtocol(protocol.Protocol):
@@ -30,6 +31,9 @@ class GeoCacheClientProtocol(protocol.Protocol):
 
     def _write(self, data):
         self.transport.write(data)
+
+    def connectionMade(self):
+        set_no_delay(self.transport)
 
     def dataReceived(self, data):
         if not self.core.data_received(data):

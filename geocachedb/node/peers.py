@@ -30,7 +30,7 @@ from geocachedb import errors
 from geocachedb.client.core import parse_address
 from geocachedb.interfaces import IPeerTransport
 from geocachedb.node.kvservice import error_response
-from geocachedb.node.listener import PEER_PREAMBLE
+from geocachedb.node.listener import PEER_PREAMBLE, set_no_delay
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.wire.framing import EnvelopeReceiver, FrameError
 from geocachedb.wire.raft_codec import message_from_pb, message_to_pb
@@ -56,6 +56,7 @@ class PeerConnection(EnvelopeReceiver):
     # -------------------------------------------------------- connection
 
     def connectionMade(self):
+        set_no_delay(self.transport)
         self.transport.registerProducer(self, True)
         if self.expected_peer is not None:
             self.transport.write(PEER_PREAMBLE)
