@@ -340,6 +340,14 @@ class Pager:
         self.root, self.depth, self.keys, self.applied, self.npages = self._saved
         self._reset_txn()
         self._in_txn = False
+        if self._file_pages > self.npages:
+            # Pages spilled past the end by the aborted txn: junk.  (Both
+            # meta pages' trees lie below the current end; see _load.)
+            try:
+                os.ftruncate(self._fd, self.npages * PAGE_SIZE)
+                self._file_pages = self.npages
+            except OSError:
+                pass
 
     def alloc(self):
         if self._reuse:
