@@ -22,10 +22,11 @@ from twisted.logger import LogLevel, Logger
 from zope.interface import implementer
 
 from geocachedb import errors
-from geocachedb.interfaces import INodeControl, IPeerTransport
+from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
 from geocachedb.node.metrics import NodeMetrics
 from geocachedb.raft.types import RaftConfig
-from geocachedb.statemachine import DeleteResult, KVStateMachine, encode_delete, encode_put
+from geocachedb.statemachine import KVStateMachine
+from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage import open_storage
 
 # Requests that arrive while no leader is known wait this many election
@@ -88,6 +89,29 @@ def open_raft_log(path):
     return WriteAheadLog(path)
 
 
+@implementer(IRaftLog)
+class CountingLog:
+    """An IRaftLog that counts the batches appended to it (for `stats`)
+    and otherwise passes every call through."""
+
+    def __init__(self, log, metrics):
+        self._log = log
+        self._metrics = metrics
+
+    def append(self, entries):
+        self._metrics.observe_batch(len(entries))
+        self._log.append(entries)
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+
+for _name in ("hard_state", "set_hard_state", "first_index", "last_index", "term", "entries",
+              "sync", "compact", "reset", "stats", "close"):
+    setattr(CountingLog, _name, (lambda n: lambda self, *a, **k: getattr(self._log, n)(*a, **k))(_name))
+del _name
+
+
 @implementer(INodeControl)
 class Node(service.Service):
     log = Logger()
@@ -119,7 +143,7 @@ class Node(service.Service):
         cfg = self.config
         try:
             self.storage = open_storage(cfg.storage, os.path.join(cfg.data_dir, "kv"), **cfg.storage_options)
-            self.raft_log = open_raft_log(os.path.join(cfg.data_dir, "raft"))
+            self.raft_log = CountingLog(open_raft_log(os.path.join(cfg.data_dir, "raft")), self.metrics)
         except Exception as e:
             # A locked, corrupt or unreadable data directory: one line, exit.
             raise SystemExit("geocache: cannot open the data in %s: %s" % (cfg.data_dir, e)) from None
@@ -253,39 +277,34 @@ class Node(service.Service):
 
     # ------------------------------------------------- INodeControl (admin)
 
-    def _deferred(self, start, convert=lambda r: r):
+    def _request(self, kind, convert, **fields):
+        """Run a request through the same path as a client's (validation,
+        forwarding to the leader, ReadIndex); a Deferred of its result."""
+        from geocachedb.client.core import build_request, result_of
+
         d = Deferred()
+        request = build_request(kind, **fields)
 
-        def done(result, error):
-            if error is not None:
-                d.errback(error)
+        def respond(response):
+            if response.HasField("error") and response.error.code != pb.OK:
+                d.errback(errors.from_pb(response.error))
             else:
-                d.callback(convert(result))
+                d.callback(convert(result_of(kind, response)))
 
-        start(done)
+        self.kv.handle(request, respond)
         return d
 
     def get(self, key):
-        return self._deferred(
-            lambda done: self.read_barrier(done), lambda _: self.state_machine.get(key)
-        )
+        return self._request("get", lambda value: value, key=key)
 
     def put(self, key, value):
-        return self._deferred(
-            lambda done: self.submit_write(encode_put(key, value), done), lambda r: r.index
-        )
+        return self._request("put", lambda _: self.replica.applied_index, key=key, value=value)
 
     def delete(self, key):
-        return self._deferred(
-            lambda done: self.submit_write(encode_delete(key), done),
-            lambda r: isinstance(r, DeleteResult) and r.deleted,
-        )
+        return self._request("delete", bool, key=key)
 
     def scan(self, prefix, limit):
-        return self._deferred(
-            lambda done: self.read_barrier(done),
-            lambda _: self.state_machine.scan(prefix=prefix or None, limit=limit),
-        )
+        return self._request("range", lambda result: result[0], prefix=prefix or b"", limit=limit or 0)
 
     def status(self):
         s = dict(self.replica.status())
@@ -336,7 +355,7 @@ class Node(service.Service):
             "errors": dict(self.metrics.errors),
             "latency_ms": self.metrics.latency_ms(),
             "batch_sizes": self.metrics.batch_sizes(),
-            "fsyncs": log_stats.get("syncs", 0),
+            "fsyncs": log_stats.get("fsyncs", log_stats.get("syncs", 0)),
         }
 
     def set_log_level(self, level):
