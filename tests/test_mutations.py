@@ -1,0 +1,145 @@
+"""A simulator that finds nothing wrong with a broken core is not done.
+
+Each test here breaks the real Raft core on purpose with the smallest patch
+that embodies one classic bug, then runs the simulator over seeds 0, 1, 2,
+... and passes as soon as one seed reports a violation (failing if none of
+the first 1,000 does).  Each uses a fault mix chosen to provoke its bug
+quickly; the seed that caught it is in the test's output and noted in
+docs/RAFT_IMPLEMENTATION.md ("Simulator").
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from geocachedb.raft import core, log, progress, readindex
+from geocachedb.raft.types import HardState
+from geocachedb.testing import sim
+from geocachedb.testing.faults import KINDS, NemesisConfig
+from geocachedb.testing.workload import WorkloadConfig
+
+MAX_SEEDS = 1000
+
+
+def only(**weights):
+    """Fault weights: the given kinds, every other kind off."""
+    chosen = {kind: 0 for kind in KINDS}
+    chosen.update({k.replace("_", "-"): v for k, v in weights.items()})
+    return chosen
+
+
+class MutationTest(SynchronousTestCase):
+    def find_violation(self, make_config, nodes, run_time):
+        """Run seeds until one fails; return its result (None if none of
+        MAX_SEEDS did)."""
+        for seed in range(MAX_SEEDS):
+            config = make_config()
+            config.run_time = run_time
+            size = nodes[seed % len(nodes)]
+            result = sim.run_seed(seed, size, config)
+            if not result.ok:
+                kinds = sorted({v.kind for v in result.violations})
+                print("caught at seed %d (%d nodes): %s" % (seed, size, ", ".join(kinds)))
+                return result
+        return None
+
+    def assertCaught(self, result, *kinds):
+        self.assertIsNotNone(result, "the simulator did not notice the broken core")
+        found = {v.kind for v in result.violations}
+        self.assertTrue(
+            found & set(kinds),
+            "caught, but as %s rather than %s: %s" % (found, kinds, result.violations[:3]),
+        )
+        self.assertNotIn("exception", found - set(kinds), result.violations[:3])
+
+
+class CommitWithoutMajority(MutationTest):
+    def test_simulator_catches_commit_without_a_majority(self):
+        # The leader counts only itself: an entry commits as soon as the
+        # leader has it.
+        def committed(tracker):
+            return max(tracker.progress[v].match for v in tracker.config.voters.voters)
+
+        self.patch(progress.ProgressTracker, "committed", committed)
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000)
+        self.assertCaught(
+            result,
+            "state-machine-safety",
+            "committed-entry-lost",
+            "leader-completeness",
+            "acknowledged-write-lost",
+            "linearizability",
+        )
+
+
+class VoteNotPersisted(MutationTest):
+    def test_simulator_catches_a_vote_that_is_not_persisted(self):
+        # The hard state reaches the disk without its vote: a node that
+        # crashes after voting can vote again in the same term.
+        original = core.RaftCore.ready
+
+        def ready(self):
+            rd = original(self)
+            if rd.hard_state is not None:
+                rd.hard_state = HardState(rd.hard_state.term, None, rd.hard_state.commit)
+            return rd
+
+        self.patch(core.RaftCore, "ready", ready)
+
+        # Many elections (leaders isolated, nodes crashing and coming back
+        # within a moment) and vote requests that arrive late or twice.
+        def config():
+            return sim.SimConfig(
+                nemesis=NemesisConfig(
+                    interval_min=10,
+                    interval_max=100,
+                    downtime_max=20,
+                    base_spike=0.2,
+                    base_duplicate=0.1,
+                    weights=only(isolate=3, crash=4, crash_mid_io=2, duplication=2, delay=2),
+                )
+            )
+
+        result = self.find_violation(config, nodes=[5, 3], run_time=2000)
+        self.assertCaught(result, "election-safety", "log-matching", "leader-append-only")
+
+
+class VoteForStaleLog(MutationTest):
+    def test_simulator_catches_a_vote_granted_to_a_stale_log(self):
+        # Every candidate's log counts as up to date (§5.4.1 skipped).
+        self.patch(log.RaftLog, "is_up_to_date", lambda self, index, term: True)
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000)
+        self.assertCaught(
+            result,
+            "leader-completeness",
+            "committed-entry-lost",
+            "state-machine-safety",
+            "acknowledged-write-lost",
+            "linearizability",
+            # The core's own guard (LogInvariantError) may fire first.
+            "exception",
+        )
+
+
+class ReadWithoutConfirmingLeadership(MutationTest):
+    def test_simulator_catches_a_read_served_without_a_heartbeat_round(self):
+        # ReadIndex releases reads at once, as if a quorum had confirmed the
+        # leadership already.
+        original = readindex.ReadIndexQueue.release
+
+        def release(self, voters):
+            self._acks = {v: self._seq for v in voters.voters}
+            return original(self, voters)
+
+        self.patch(readindex.ReadIndexQueue, "release", release)
+
+        # A leader cut off (or frozen, or with a slow clock) keeps believing
+        # in its leadership while a new one takes writes; many readers.
+        def config():
+            return sim.SimConfig(
+                nemesis=NemesisConfig(weights=only(isolate=3, clock=3, partition=2, pause=1)),
+                workload=WorkloadConfig(
+                    clients=6, keys=2, get_weight=60, put_weight=35, delete_weight=5
+                ),
+            )
+
+        result = self.find_violation(config, nodes=[3, 5], run_time=2000)
+        self.assertCaught(result, "linearizability")
