@@ -166,6 +166,35 @@ class SingleNodeTests(TestCase):
             self.assertEqual(c.range(), ([(b"precious", b"data")], False))
         self.assertTrue(self.node.alive())
 
+    def test_a_client_that_never_reads_cannot_exhaust_the_node(self):
+        # Each tiny request asks for a 256 KiB answer: without back-pressure
+        # the node would buffer gigabytes of answers nobody reads.
+        with BlockingClient([self.node.address]) as c:
+            c.put(b"big", b"x" * (256 * 1024))
+        request = pb.Request(id=1, get=pb.GetRequest(key=b"big", serializable=True)).SerializeToString()
+        frame = struct.pack(">I", len(request)) + request
+        greedy = socket.create_connection(("127.0.0.1", self.node.port), timeout=5)
+        greedy.setblocking(False)
+        sent = 0
+        try:
+            deadline = time.monotonic() + 4
+            chunk = frame * 1000
+            while time.monotonic() < deadline:
+                try:
+                    # Keep the stream aligned on frames after a short send.
+                    sent += greedy.send(chunk[sent % len(chunk):])
+                except BlockingIOError:
+                    time.sleep(0.01)  # the node stopped reading from us
+            self.assertGreater(sent, 0)
+            # Bounded: the node stopped reading long before 4 s of this.
+            self.assertLess(self.node.rss_bytes(), 300 * 2**20)
+            self.assertLess(sent, 64 * 2**20)
+            with BlockingClient([self.node.address], timeout=5) as c:
+                c.put(b"still", b"served")
+                self.assertEqual(c.get(b"still"), b"served")
+        finally:
+            greedy.close()
+
     def test_sigkill_after_acknowledged_puts_loses_nothing(self):
         acked = {}
 
