@@ -202,7 +202,14 @@ class SimNode:
 
 
 class ClusterConfig:
-    """Knobs of the simulated machines (faults are in `faults.NemesisConfig`)."""
+    """Knobs of the simulated machines (faults are in `faults.NemesisConfig`).
+
+    With ``randomize_raft`` each seed draws its own Raft tunables (batch
+    size, pipelining window, heartbeat and election timeouts, pre-vote and
+    check-quorum on or off): every configuration a user may choose must be
+    safe, and small batches and windows exercise the flow-control paths
+    that the defaults hardly reach.
+    """
 
     torn_write_probability = 0.5  # on crash, keep a random prefix of unsynced writes
     max_process_delay = 2  # virtual time between an input and process()
@@ -210,12 +217,32 @@ class ClusterConfig:
     tick_skew = 0.3  # each node's tick interval is within +-30% of the base
     election_ticks = 10
     heartbeat_ticks = 1
+    randomize_raft = True
 
     def __init__(self, **options):
         for name, value in options.items():
             if not hasattr(ClusterConfig, name):
                 raise TypeError("unknown ClusterConfig option %r" % (name,))
             setattr(self, name, value)
+
+
+def draw_raft_options(rng, config):
+    """The Raft tunables of one run."""
+    options = {
+        "election_ticks": config.election_ticks,
+        "heartbeat_ticks": config.heartbeat_ticks,
+    }
+    if config.randomize_raft:
+        heartbeat = rng.choice([1, 1, 2, 3])
+        options.update(
+            heartbeat_ticks=heartbeat,
+            election_ticks=max(heartbeat + 1, rng.choice([5, 8, 10, 10, 15])),
+            max_msg_bytes=rng.choice([1, 64, 512, 1 << 20]),
+            max_inflight=rng.choice([1, 2, 4, 256]),
+            pre_vote=rng.random() < 0.8,
+            check_quorum=rng.random() < 0.8,
+        )
+    return options
 
 
 class SimCluster:
@@ -229,6 +256,7 @@ class SimCluster:
         self.crash_listeners = []
         self.problems = []  # (kind, message) the simulator itself noticed
         rng = scheduler.rng
+        self.raft_options = draw_raft_options(rng, self.config)
         for node_id in self.node_ids:
             node = SimNode(self, node_id)
             skew = self.config.tick_skew
@@ -238,10 +266,7 @@ class SimCluster:
             self.nodes[node_id] = node
 
     def raft_config(self):
-        return RaftConfig(
-            election_ticks=self.config.election_ticks,
-            heartbeat_ticks=self.config.heartbeat_ticks,
-        )
+        return RaftConfig(**self.raft_options)
 
     def start(self):
         for node_id in self.node_ids:

@@ -160,6 +160,7 @@ class Simulation:
     def _run(self):
         cfg = self.config
         sched = self.scheduler
+        self.trace("raft options: %r" % (self.cluster.raft_options,))
         self.cluster.start()
         self.workload.start()
         self.nemesis.start()

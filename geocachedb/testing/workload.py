@@ -5,14 +5,17 @@ Each `SimClient` runs one operation at a time against the node it is
 attached to, over a small key space so that operations collide.  It behaves
 like the real client library and the node's forwarding together:
 
-* a write goes to ``Replica.propose``; a ``NotLeader`` refusal means the
-  entry was never appended, so the client follows the leader hint (or tries
-  another node) and retries the *same* operation; any other failure
-  (``Unavailable``, the node crashing, the client's own deadline) leaves the
-  outcome unknown — the write may still be applied — and is recorded so;
+* a write goes to ``Replica.propose`` as an encoded command carrying the
+  client's session (client id, seq, ack floor); a ``NotLeader`` refusal
+  means the entry was never appended, so the client follows the leader hint
+  (or tries another node) with the same command; after any other failure
+  (``Unavailable``, the node crashing, the attempt timing out) the outcome
+  is unknown: the client either sends the same command again — the state
+  machine's session table must then apply it at most once — or gives up,
+  and the operation is recorded with an unknown outcome;
 * a read waits for ``Replica.read_barrier`` and then reads the node's
-  state machine; a failed read did not happen and is dropped from the
-  history.
+  state machine; a failed read did not happen (it is retried until the
+  client's deadline, then dropped from the history).
 
 Operations are stamped with a strictly increasing counter in event order, so
 the history's real-time order is exact.
@@ -31,8 +34,11 @@ class WorkloadConfig:
     delete_weight = 12
     think_min = 1
     think_max = 30
-    op_timeout = 400  # virtual time; a few election timeouts
+    op_timeout = 600  # virtual time before a client gives up on an operation
+    attempt_timeout = 200  # before one attempt is considered failed
+    write_retry_probability = 0.6  # retry a write whose attempt failed (same seq)
     retry_delay = 20  # before trying another node when no leader is known
+    max_padding = 200  # values get 0..max_padding extra bytes (batching by size)
 
     def __init__(self, **options):
         for name, value in options.items():
@@ -42,7 +48,7 @@ class WorkloadConfig:
 
 
 class _Pending:
-    __slots__ = ("op_id", "kind", "key", "data", "attempt", "deadline", "retry")
+    __slots__ = ("op_id", "kind", "key", "data", "attempt", "deadline", "retry", "timer")
 
     def __init__(self, op_id, kind, key, data):
         self.op_id = op_id
@@ -50,8 +56,9 @@ class _Pending:
         self.key = key
         self.data = data
         self.attempt = 0
-        self.deadline = None
+        self.deadline = None  # virtual time after which the client gives up
         self.retry = None
+        self.timer = None  # the current attempt's timeout
 
 
 class Workload:
@@ -68,7 +75,7 @@ class Workload:
         self.clients = [SimClient(self, n) for n in range(self.config.clients)]
         self.acknowledged = []  # (index, data, op_id): writes a client saw succeed
         self.running = False
-        self.counts = {"invoked": 0, "ok": 0, "unknown": 0, "failed": 0, "redirects": 0}
+        self.counts = {"invoked": 0, "ok": 0, "unknown": 0, "failed": 0, "redirects": 0, "retries": 0}
 
     def stamp(self):
         self._clock += 1
@@ -105,6 +112,8 @@ class SimClient:
     def __init__(self, workload, number):
         self.workload = workload
         self.number = number
+        # Session ids as the real client picks them: nonzero, per client.
+        self.client_id = number + 1
         self.node = workload.rng.choice(workload.cluster.node_ids)
         self.pending = None
         self.seq = 0
@@ -139,24 +148,36 @@ class SimClient:
         self.seq += 1
         value = None
         data = None
+        # One operation at a time, never retried once abandoned: every
+        # earlier write is answered or given up, so the ack floor is this
+        # operation's own seq.
+        session = dict(client_id=self.client_id, seq=self.seq, ack_floor=self.seq)
         if kind == PUT:
             value = b"c%d-%d" % (self.number, self.seq)
-            data = encode_put(key, value, client_id=self.number + 1, seq=self.seq)
+            if w.config.max_padding:
+                value += b"." * w.rng.randint(0, w.config.max_padding)
+            data = encode_put(key, value, **session)
         elif kind == DELETE:
-            data = encode_delete(key, client_id=self.number + 1, seq=self.seq)
+            data = encode_delete(key, **session)
         op_id = w.history.invoke(self.number, kind, key, value, time=w.stamp())
         w.counts["invoked"] += 1
         pending = _Pending(op_id, kind, key, data)
-        pending.deadline = w.scheduler.after(w.config.op_timeout, self._timeout, pending)
+        pending.deadline = w.scheduler.now + w.config.op_timeout
         self.pending = pending
         self._attempt()
 
     def _attempt(self):
+        w = self.workload
         pending = self.pending
         pending.retry = None
         pending.attempt += 1
         attempt = pending.attempt
-        node = self.workload.cluster.node(self.node)
+        w.scheduler.cancel(pending.timer)
+        pending.timer = w.scheduler.after(
+            min(w.config.attempt_timeout, max(0, pending.deadline - w.scheduler.now)),
+            self._attempt_timeout, pending, attempt,
+        )
+        node = w.cluster.node(self.node)
         if node is None or not node.up:
             # Connection refused: nothing was sent, so try elsewhere.
             self._redirect(None)
@@ -180,10 +201,11 @@ class SimClient:
             return  # a late answer to an attempt already given up on
         w = self.workload
         if isinstance(error, NotLeader):
+            # Refused before anything was appended: safe to send elsewhere.
             self._redirect(error.leader_id or None)
             return
         if error is not None:
-            self._finish_unknown()
+            self._attempt_failed()
             return
         if pending.kind == GET:
             node = w.cluster.node(self.node)
@@ -209,6 +231,7 @@ class SimClient:
         pending = self.pending
         w.counts["redirects"] += 1
         pending.attempt += 1  # any answer to the old attempt is stale now
+        w.scheduler.cancel(pending.retry)
         ids = w.cluster.node_ids
         if leader_id is not None and leader_id in ids and leader_id != self.node:
             self.node = leader_id
@@ -216,15 +239,35 @@ class SimClient:
         else:
             self.node = w.rng.choice(ids)
             delay = w.rng.randint(w.config.retry_delay // 2, w.config.retry_delay)
+        if w.scheduler.now + delay >= pending.deadline:
+            self._finish_unknown()
+            return
         pending.retry = w.scheduler.after(delay, self._attempt)
 
-    def _timeout(self, pending):
-        if self.pending is pending:
-            self._finish_unknown()
+    def _attempt_timeout(self, pending, attempt):
+        if self._current(pending, attempt):
+            self._attempt_failed()
 
     def connection_lost(self):
         """The node this client's request is on crashed."""
-        self._finish_unknown()
+        if self.pending.retry is None:  # else nothing is in flight there
+            self._attempt_failed()
+
+    def _attempt_failed(self):
+        """This attempt's outcome is unknown (Unavailable, timeout, crash).
+        A read did not happen and may be sent again; a write may still be
+        applied, and is either given up (its outcome stays unknown) or sent
+        again with the same session seq, which the state machine's
+        deduplication table must apply at most once."""
+        w = self.workload
+        pending = self.pending
+        if w.scheduler.now >= pending.deadline or (
+            pending.kind != GET and w.rng.random() >= w.config.write_retry_probability
+        ):
+            self._finish_unknown()
+            return
+        w.counts["retries"] += 1
+        self._redirect(None)
 
     def _finish_unknown(self):
         w = self.workload
@@ -243,7 +286,7 @@ class SimClient:
     def _end(self):
         w = self.workload
         pending = self.pending
-        w.scheduler.cancel(pending.deadline)
+        w.scheduler.cancel(pending.timer)
         w.scheduler.cancel(pending.retry)
         self.pending = None
         self.schedule_next()
