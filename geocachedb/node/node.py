@@ -18,11 +18,12 @@ from collections import deque
 from twisted.application import service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import LogLevel, Logger
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from geocachedb import errors
 from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
+from geocachedb.node.loglevel import NodeLogLevel
 from geocachedb.node.metrics import NodeMetrics
 from geocachedb.raft.types import RaftConfig
 from geocachedb.statemachine import KVStateMachine
@@ -134,6 +135,7 @@ class Node(service.Service):
         self._started_at = None
         self._ticker = None
         self.kv = None  # the KVService, set when it is created
+        self.log_level = NodeLogLevel()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -162,6 +164,7 @@ class Node(service.Service):
             random.Random(),
             raft_config,
         )
+        self.log_level.install()
         self._started_at = self._reactor.seconds()
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self._reactor
@@ -359,7 +362,8 @@ class Node(service.Service):
         }
 
     def set_log_level(self, level):
-        set_log_level(level)
+        self.log_level.set(level)
+        self.log.info("log level set to {level}", level=level)
 
     def isolate(self, peer_ids):
         if not self.fault_injection_enabled:
@@ -373,30 +377,3 @@ class Node(service.Service):
         if not self.fault_injection_enabled:
             raise RuntimeError("fault injection is off; start the node with --enable-fault-injection")
         self.transport.heal()
-
-
-_LEVELS = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "warn": LogLevel.warn,
-    "warning": LogLevel.warn,
-    "error": LogLevel.error,
-}
-_level_filter = {"level": LogLevel.info}
-
-
-def set_log_level(level):
-    try:
-        _level_filter["level"] = _LEVELS[level.lower()]
-    except KeyError:
-        raise ValueError("unknown log level %r (choose from debug, info, warn, error)" % level) from None
-
-
-def level_filtered(observer):
-    """Wrap a log observer so that `set_log_level` applies to it."""
-
-    def filtered(event):
-        if event.get("log_level", LogLevel.info) >= _level_filter["level"]:
-            observer(event)
-
-    return filtered

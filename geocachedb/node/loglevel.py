@@ -1,0 +1,58 @@
+"""A run-time log level for the node (the admin shell's ``loglevel``).
+
+twistd installs its log observers before our service starts, so the node
+wraps whichever observers the global publisher has in one
+`FilteringLogObserver` whose `LogLevelFilterPredicate` it controls.  Twisted
+offers no public way to list a publisher's observers; we read
+``_observers`` and, when that is absent (a future Twisted), fall back to
+leaving logging unfiltered rather than failing.
+
+Twisted's reconnecting client logs a line each time it schedules a retry;
+with a peer down for a day that is tens of thousands of lines, so that
+namespace starts at ``warn`` (the peer network logs its own connect/lost
+lines).
+"""
+
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
+
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "warning": LogLevel.warn,
+    "error": LogLevel.error,
+}
+
+QUIET_NAMESPACES = ("twisted.application._client_service",)
+
+
+class NodeLogLevel:
+    def __init__(self, publisher=globalLogPublisher, level=LogLevel.info):
+        self.publisher = publisher
+        self.predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+        for namespace in QUIET_NAMESPACES:
+            self.predicate.setLogLevelForNamespace(namespace, LogLevel.warn)
+        self.installed = False
+
+    def install(self):
+        observers = list(getattr(self.publisher, "_observers", None) or [])
+        if self.installed or not observers:
+            return False
+        for observer in observers:
+            self.publisher.removeObserver(observer)
+            self.publisher.addObserver(FilteringLogObserver(observer, [self.predicate]))
+        self.installed = True
+        return True
+
+    def set(self, name):
+        try:
+            level = LEVELS[name.lower()]
+        except KeyError:
+            raise ValueError("unknown log level %r (choose from debug, info, warn, error)" % name) from None
+        self.predicate.setLogLevelForNamespace("", level)  # "": the default
+        return level
