@@ -363,7 +363,8 @@ class Node(service.Service):
 
     def set_log_level(self, level):
         self.log_level.set(level)
-        self.log.info("log level set to {level}", level=level)
+        # warn, so that the change itself is on record at any level.
+        self.log.warn("log level set to {new_level}", new_level=level)
 
     def isolate(self, peer_ids):
         if not self.fault_injection_enabled:

@@ -104,6 +104,11 @@ class BadPeerTests(TestCase):
         out = admin_command(self.node, "status")
         self.assertIn("node1", out)
         self.assertIn("node2", out)  # the peer table
+        admin_command(self.node, "loglevel error")
+        admin_command(self.node, "status")
+        # At level error the shell's per-command info lines are filtered out.
+        self.assertNotIn("status", self.node.read_log().split("log level set to error")[-1])
+        admin_command(self.node, "loglevel info")
         # Without --enable-fault-injection the failpoints stay shut.
         out = admin_command(self.node, "isolate node2")
         self.assertIn("start the node with --enable-fault-injection", out)
