@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from geocachedb import errors
 from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
-from geocachedb.node.loglevel import NodeLogLevel
+from geocachedb.node.loglevel import LEVELS, NodeLogLevel
 from geocachedb.node.metrics import NodeMetrics
 from geocachedb.raft.types import RaftConfig
 from geocachedb.statemachine import KVStateMachine
@@ -362,9 +362,11 @@ class Node(service.Service):
         }
 
     def set_log_level(self, level):
-        self.log_level.set(level)
-        # warn, so that the change itself is on record at any level.
+        if level.lower() not in LEVELS:
+            raise ValueError("unknown log level %r (choose from debug, info, warn, error)" % level)
+        # Logged before the change, at warn, so it is on record at any level.
         self.log.warn("log level set to {new_level}", new_level=level)
+        self.log_level.set(level)
 
     def isolate(self, peer_ids):
         if not self.fault_injection_enabled:
