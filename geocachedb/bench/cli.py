@@ -21,7 +21,6 @@ import array
 import asyncio
 import json
 import multiprocessing
-import os
 import sys
 import time
 
