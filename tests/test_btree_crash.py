@@ -35,8 +35,10 @@ from geocachedb.storage.btree.check import check_file
 from geocachedb.storage.btree.node import PAGE_SIZE, decode_meta
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KILLS = 24
-SEED = 20240611
+# BTREE_CRASH_KILLS / BTREE_CRASH_SEED for longer hunts; the defaults keep
+# the suite fast.
+KILLS = int(os.environ.get("BTREE_CRASH_KILLS", 24))
+SEED = int(os.environ.get("BTREE_CRASH_SEED", 20240611))
 
 
 def make_batch(seed, i):

@@ -251,9 +251,13 @@ class Pager:
                 node = decode_node(self.read(pno))
             except PageFormatError as e:
                 raise CorruptFileError(self.path, "page %d: %s" % (pno, e)) from None
-            self._cache[pno] = node
-            if len(self._cache) > self._cache_cap:
+            # Make room first: evicting after inserting could drop the very
+            # node being returned (when it is the only clean one) and a
+            # caller about to make it writable would then hold an object
+            # the cache no longer has.
+            if len(self._cache) >= self._cache_cap:
                 self._evict()
+            self._cache[pno] = node
         return node
 
     def _overflow_page(self, pno):
@@ -296,7 +300,11 @@ class Pager:
     def _evict(self):
         """Drop the oldest-loaded quarter of the clean cached nodes (FIFO:
         cheaper than LRU bookkeeping on every hit, and a hot node that is
-        dropped costs one pread to come back)."""
+        dropped costs one pread to come back).
+
+        Invariant: every node waiting in ``_to_write`` is also the one in
+        the cache (`add_node`, `touch`), and such nodes are never evicted,
+        so a node is never modified in one copy and read from another."""
         cache = self._cache
         excess = len(cache) - self._cache_cap * 3 // 4
         if excess <= 0:
@@ -382,15 +390,20 @@ class Pager:
         copied to a new page unless this transaction already owns it."""
         if pno in self._txn_pages:
             node = self.node(pno)
-            self._to_write[pno] = node
+            self.touch(pno, node)
             return pno, node
         node = self.node(pno).copy()
         self._pending.append(pno)
         return self.add_node(node), node
 
     def touch(self, pno, node):
-        """Mark ``node`` (already owned by this txn) as needing a write."""
+        """Mark ``node`` (already owned by this txn) as needing a write.
+
+        It goes back into the cache too: after a spill an owned node may
+        have been evicted while the caller held it, and the object that
+        will be written must be the one later lookups find."""
         self._to_write[pno] = node
+        self._cache[pno] = node
 
     def owns(self, pno):
         return pno in self._txn_pages
@@ -447,8 +460,7 @@ class Pager:
         if self._readers:
             self._held.append((txn, pending))
         elif pending:
-            self._free.extend(pending)
-            self._free.sort(reverse=True)
+            self._release(pending)
         self._reset_txn()
         self._in_txn = False
         if self.npages < self._file_pages:
@@ -564,8 +576,16 @@ class Pager:
                 keep.append((txn, pages))
         self._held = keep
         if released:
-            self._free.extend(released)
-            self._free.sort(reverse=True)
+            self._release(released)
+
+    def _release(self, pages):
+        """Make freed pages reusable; their old nodes leave the cache so
+        that it holds only nodes some tree can still reach."""
+        cache = self._cache
+        for pno in pages:
+            cache.pop(pno, None)
+        self._free.extend(pages)
+        self._free.sort(reverse=True)
 
     # -- misc ----------------------------------------------------------------------
 

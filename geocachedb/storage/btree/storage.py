@@ -86,7 +86,7 @@ class BTreeStorage:
         self._pager.check_usable()
         key = _key(key)
         # A missing key changes nothing, so it costs no commit.
-        if self._tree.get(key) is None:
+        if not self._tree.contains(key):
             return False
         return self._write(lambda: self._tree.delete(key))
 

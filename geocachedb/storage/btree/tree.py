@@ -52,6 +52,15 @@ class BTree:
             return value if value.__class__ is bytes else pager.read_overflow(value)
         return None
 
+    def contains(self, key):
+        """Like `get` but without reading an overflow value."""
+        pager = self.pager
+        node = pager.node(pager.root)
+        while node.__class__ is Branch:
+            node = pager.node(node.children[bisect_right(node.keys, key)])
+        i = bisect_left(node.keys, key)
+        return i < len(node.keys) and node.keys[i] == key
+
     def leaves(self, root, lo=b""):
         """Yield the leaves of the tree at ``root`` in key order, starting
         with the one that would hold ``lo``."""
@@ -196,14 +205,11 @@ class BTree:
     def delete(self, key):
         """Remove ``key`` (inside a transaction); True if it was there."""
         # Look before copying anything: deleting a missing key writes nothing.
-        pager = self.pager
-        node = pager.node(pager.root)
-        while node.__class__ is Branch:
-            node = pager.node(node.children[bisect_right(node.keys, key)])
-        i = bisect_left(node.keys, key)
-        if i == len(node.keys) or node.keys[i] != key:
+        if not self.contains(key):
             return False
+        pager = self.pager
         path, leaf = self._writable_path(key)
+        i = bisect_left(leaf.keys, key)
         old = leaf.vals.pop(i)
         del leaf.keys[i]
         leaf.size -= entry_size(key, old)
