@@ -207,7 +207,7 @@ class CompareTableTests(SynchronousTestCase):
                 "latency_ms": {"p50": 1.0, "p99": p99, "p99.9": p99 * 2},
                 "server_cpu_us_per_op": us, "leader": "a", "leader_after": "a", "nodes": ["a", "b", "c"],
                 "server_cpu_us_per_op_by_node": {"a": us / 2, "b": us / 4, "c": us / 4},
-                "client_cpu_percent": 10.0}
+                "client_cpu_percent": 10.0, "server_rss_mb": {"a": 30.0, "b": 20.0, "c": 20.0}}
 
     def test_level_table_shows_both_systems_the_ratio_and_the_per_node_split(self):
         text = format_level(self.result("etcd 3.4.23", 5000.0, 200.0, 30.0),

@@ -215,6 +215,8 @@ def format_level(etcd, geo):
     for name, a, b, digits in rows:
         lines.append("  %-26s %*s  %*s  %10s" % (name, w1, _num(a, digits), w2, _num(b, digits), _ratio(b, a)))
     lines.append("  %-26s %*s  %*s" % ("  per node (L=leader)", w1, _split(etcd), w2, _split(geo)))
+    rss = [" / ".join("%.0f" % r["server_rss_mb"][n] for n in r["nodes"]) for r in (etcd, geo)]
+    lines.append("  %-26s %*s  %*s" % ("  RSS MB per node after", w1, rss[0], w2, rss[1]))
     errs = [", ".join("%s=%d" % kv for kv in sorted(r["errors"].items())) or "none" for r in (etcd, geo)]
     lines.append("  %-26s %*s  %*s" % ("errors", w1, errs[0], w2, errs[1]))
     lines.append("  %-26s %*s  %*s" % ("load generator CPU %", w1, _num(etcd["client_cpu_percent"]),
