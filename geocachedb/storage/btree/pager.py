@@ -13,20 +13,34 @@ Opening reads both meta pages and takes the valid one (magic, checksum) with
 the higher txn id.  A SIGKILL before step 2 completes leaves the older meta
 (txn T-1) as the newest valid one, and everything it refers to is untouched;
 a torn meta page fails its checksum and the other one is used.  No log, no
-replay: the file is always two complete trees sharing pages.
+replay.  The meta page also carries the key count and the Raft applied
+index, so a batch and its index become durable in the same page write.
+
+A damaged meta page looks exactly like a torn one, so a flipped byte in
+the newest meta page also opens the commit before it -- consistent, with
+its own applied index, so Raft re-applies the one batch missing -- and the
+fallback is never silent: `recovery` says what happened, the store logs
+it, and the checker warns.  Both meta pages bad is an error.
 
 When can a freed page be reused?  Say txn T is being built and T-1 is the
 last durable commit.  A crash before T's meta is durable falls back to T-1,
 so nothing T-1 refers to may be overwritten by T: the pages T frees (old
 versions of the nodes it copies, old overflow chains, the old free-list
 pages) are only *pending* during T.  Once T's meta is durable (after the
-second fsync) T-1 can never be chosen again -- a crash during T+1 falls back
-to T, not T-1 -- so the pages freed by T become reusable from T+1 on, even
-though T-1's meta page is still on disk in the other slot: T-1 would only be
-read if T's meta page were damaged later by something other than a crash.
-(Even then T-1 is intact, because T only wrote pages T-1 did not use, which
-is what the checker verifies for the fallback meta.)  Pages allocated and
-freed within T itself were never in a durable tree and are reused at once.
+second fsync) a crash can never make T-1 current again -- a crash during
+T+1 falls back to T -- so the pages freed by T become reusable from T+1 on,
+although T-1's meta page is still on disk in the other slot until T+1's
+meta replaces it.  Pages allocated and freed within T itself were never in
+a durable tree and are reused at once.
+
+So after a clean commit both meta pages describe intact trees (T only
+wrote pages T-1 did not use; the checker verifies the fallback tree too).
+A crash in the middle of T+1 may leave T-1's tree partly overwritten, which
+is harmless since T is current.  Should T's meta page then be damaged by
+something other than a crash (bit rot), opening falls back to T-1 and any
+recycled page is caught: every page header records the txn that wrote it,
+and a page newer than the tree being read is refused (`read`), never
+served as if it belonged to that tree.
 
 A snapshot reader pins the root of the txn it started at; while any reader
 is alive, pages freed by later txns are *held* instead of becoming reusable,
@@ -185,7 +199,10 @@ class Pager:
         self._file_pages = -(-size // PAGE_SIZE)
         if not self.readonly and size > meta.npages * PAGE_SIZE:
             # Pages of a transaction that never committed (or spilled by one
-            # that aborted): nothing valid refers to them.
+            # that aborted): nothing valid refers to them.  The other meta
+            # page's tree lies below this end as well: pages past it were
+            # cut off by this txn's commit, which only cuts pages that were
+            # already free in the txn before.
             os.ftruncate(self._fd, meta.npages * PAGE_SIZE)
             self._file_pages = meta.npages
 

@@ -103,8 +103,8 @@ class BTreeStorage:
         deletes = [_key(k) for k in deletes]
         if applied_index is not None:
             applied_index = int(applied_index)
-            if applied_index < 0:
-                raise ValueError("applied index must not be negative")
+            if not 0 <= applied_index < 2**64:
+                raise ValueError("applied index %d is outside 0 .. 2**64-1" % applied_index)
         # Sorted (stably, so the last put of a key still wins), consecutive
         # puts walk the same path and find its nodes already copied.
         puts.sort(key=lambda kv: kv[0])
