@@ -10,13 +10,18 @@ import os
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds process ``pid`` has used so far (its
+def cpu_times(pid):
+    """(user, system) CPU seconds process ``pid`` has used so far (its
     threads included; waited-for children not)."""
     with open("/proc/%d/stat" % pid) as f:
         # The command name (field 2) may hold spaces; fields after it are fixed.
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds process ``pid`` has used so far."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid):

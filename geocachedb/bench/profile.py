@@ -108,7 +108,7 @@ def main(argv=None):
         assert bench.stderr.readline() == WINDOW_START, "the load did not start"
         cpu_before = {n: procstat.cpu_seconds(cluster[n].pid) for n in order}
         time.sleep(2.0)
-        leader_cpu0 = procstat.cpu_seconds(node.pid)
+        leader_times0 = procstat.cpu_times(node.pid)
         # Two samplers at once: every sample of an active thread (wall time,
         # blocking syscalls such as fdatasync included) and only the samples
         # that hold the GIL (Python code running: close to CPU time).
@@ -122,7 +122,8 @@ def main(argv=None):
             if spy.returncode != 0:
                 print("py-spy failed: %s" % spy_out.decode("utf-8", "replace").strip(), file=sys.stderr)
                 return 2
-        leader_cpu = procstat.cpu_seconds(node.pid) - leader_cpu0
+        leader_user, leader_sys = (b - a for a, b in zip(leader_times0, procstat.cpu_times(node.pid)))
+        leader_cpu = leader_user + leader_sys
         rest = bench.stderr.read()
         cpu_after = {n: procstat.cpu_seconds(cluster[n].pid) for n in order}
         result = json.loads(bench.stdout.read())
@@ -153,7 +154,8 @@ def main(argv=None):
         print("leader log fsyncs: %d for %d writes (%.1f writes per fsync)" % (
             fsyncs_after - fsyncs_before, writes, writes / (fsyncs_after - fsyncs_before)))
     wall = int(args.duration)
-    print("leader CPU while sampled: %.2f s in %d s (%.0f%% of one core)" % (leader_cpu, wall, 100.0 * leader_cpu / wall))
+    print("leader CPU while sampled: %.2f s in %d s (%.0f%% of one core): user %.2f s, system %.2f s"
+          % (leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
     for title, (total, own, inclusive) in (
         ("GIL held (Python running: on-CPU time)", gil_profile),
         ("active threads (wall time, blocking syscalls such as fdatasync included)", wall_profile),
