@@ -219,3 +219,31 @@ class CompareTableTests(SynchronousTestCase):
         cpu = [line for line in text.splitlines() if "server CPU" in line][0]
         self.assertTrue(cpu.rstrip().endswith("0.50"), cpu)
         self.assertIn("L 100 / F 50 / F 50", text)
+
+
+class ProfileSummaryTests(SynchronousTestCase):
+    RAW = [
+        "<module> (twistd:6);run (twisted/internet/base.py:686);Replica._apply (geocachedb/replica.py:10);"
+        "LMDBStorage._write (geocachedb/storage/lmdb.py:58) 6\n",
+        "<module> (twistd:6);run (twisted/internet/base.py:686);WriteAheadLog._fdatasync (geocachedb/wal/log.py:472) 3\n",
+        "<module> (twistd:6);run (twisted/internet/base.py:690) 1\n",
+        "\n",
+    ]
+
+    def test_raw_samples_add_up_per_function_without_line_numbers(self):
+        from geocachedb.bench.profile import summarize_raw
+
+        total, own, inclusive = summarize_raw(self.RAW)
+        self.assertEqual(total, 10)
+        self.assertEqual(own["LMDBStorage._write (geocachedb/storage/lmdb.py)"], 6)
+        self.assertEqual(own["run (twisted/internet/base.py)"], 1)
+        self.assertEqual(inclusive["run (twisted/internet/base.py)"], 10)
+        self.assertEqual(inclusive["<module> (twistd)"], 10)
+
+    def test_samples_are_charged_to_the_first_matching_stage(self):
+        from geocachedb.bench.profile import by_stage
+
+        stages = by_stage(self.RAW)
+        self.assertEqual(stages["apply: state machine + LMDB transaction"], 6)
+        self.assertEqual(stages["Raft log: WAL append + fdatasync"], 3)
+        self.assertEqual(stages["Twisted reactor and socket I/O"], 1)

@@ -63,6 +63,35 @@ def summarize_raw(lines):
     return total, own, inclusive
 
 
+# Stages of a write on the leader, checked in this order against every frame
+# of a sample's stack (the first that matches takes the sample).
+STAGES = (
+    ("apply: state machine + LMDB transaction", ("Replica._apply", "statemachine.py", "storage/lmdb.py")),
+    ("Raft log: WAL append + fdatasync", ("wal/log.py",)),
+    ("Raft core (geocachedb/raft)", ("geocachedb/raft/",)),
+    ("peer messages: encode, decode, send, forwarded requests", ("node/peers.py", "raft_codec")),
+    ("client requests: parse, dispatch, reply", ("client_protocol.py", "kvservice.py")),
+    ("replica/node glue (Ready loop, timers)", ("replica.py", "node/node.py")),
+    ("Twisted reactor and socket I/O", ("twisted/",)),
+)
+
+
+def by_stage(lines):
+    """Samples per write stage (`STAGES`) from py-spy raw output."""
+    counts = Counter()
+    for line in lines:
+        stack, _, count = line.strip().rpartition(" ")
+        if not count.isdigit():
+            continue
+        for name, needles in STAGES:
+            if any(n in stack for n in needles):
+                counts[name] += int(count)
+                break
+        else:
+            counts["other"] += int(count)
+    return counts
+
+
 def fsyncs(node):
     """The node's log fsync count, from the admin shell's ``stats``."""
     out = admin_command(node, "stats")
@@ -137,9 +166,11 @@ def main(argv=None):
             bench.wait()
         cluster.stop_all()
     with open(raw_path) as f:
-        wall_profile = summarize_raw(f)
+        lines = f.readlines()
+    wall_profile = summarize_raw(lines) + (by_stage(lines),)
     with open(gil_path) as f:
-        gil_profile = summarize_raw(f)
+        lines = f.readlines()
+    gil_profile = summarize_raw(lines) + (by_stage(lines),)
     if not args.raw:
         shutil.rmtree(base, ignore_errors=True)
     ops = max(1, result["ops"])
@@ -156,12 +187,15 @@ def main(argv=None):
     wall = int(args.duration)
     print("leader CPU while sampled: %.2f s in %d s (%.0f%% of one core): user %.2f s, system %.2f s"
           % (leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
-    for title, (total, own, inclusive) in (
+    for title, (total, own, inclusive, stages) in (
         ("GIL held (Python running: on-CPU time)", gil_profile),
         ("active threads (wall time, blocking syscalls such as fdatasync included)", wall_profile),
     ):
         print("\n== %s: %d samples in %d s at %d Hz = %.0f%% of the time" % (
             title, total, wall, args.rate, 100.0 * total / (args.rate * wall)))
+        print("by stage of a write")
+        for name, n in stages.most_common():
+            print("  %5.1f%%  %s" % (100.0 * n / max(1, total), name))
         print("top %d by own samples (the function itself)" % args.top)
         for name, n in own.most_common(args.top):
             print("  %5.1f%%  %s" % (100.0 * n / max(1, total), name))
