@@ -323,3 +323,74 @@ class SequentialExecutionsAreLinearizable(SynchronousTestCase):
     def test_any_sequential_execution_with_overlaps_is_linearizable(self, ops):
         result = check(ops)
         self.assertTrue(result.ok, result.explanation)
+
+
+# --- the search (with its reductions) agrees with brute force on small
+# histories, linearizable or not.
+
+
+def brute_force(ops):
+    """Try every order consistent with real time."""
+    import itertools
+
+    def precedes(a, b):
+        return a.ret is not None and a.ret < b.call
+
+    for order in itertools.permutations(ops):
+        if any(precedes(b, a) for i, a in enumerate(order) for b in order[i + 1:]):
+            continue
+        state = None
+        for op in order:
+            if op.kind == PUT:
+                state = op.value
+            elif op.kind == GET:
+                if op.ret is not None and op.output != state:
+                    break
+            else:
+                if op.ret is not None and op.output != (state is not None):
+                    break
+                state = None
+        else:
+            return True
+    return False
+
+
+@st.composite
+def small_histories(draw):
+    ops = []
+    for n in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from([PUT, GET, DELETE]))
+        call = draw(st.integers(0, 10))
+        unknown = kind != GET and draw(st.booleans())
+        ret = None if unknown else call + draw(st.integers(0, 5))
+        value = draw(st.sampled_from([b"a", b"b", b"c"])) if kind == PUT else None
+        if kind == GET:
+            output = draw(st.sampled_from([None, b"a", b"b", b"c"]))
+        elif kind == DELETE:
+            output = None if unknown else draw(st.booleans())
+        else:
+            output = None
+        ops.append(Operation(n, kind, b"k", value, output, call=call, ret=ret))
+    return ops
+
+
+class AgreesWithBruteForce(SynchronousTestCase):
+    @settings(max_examples=500, deadline=None)
+    @given(small_histories())
+    def test_checker_agrees_with_brute_force(self, ops):
+        self.assertEqual(check(ops).ok, brute_force(ops), [op.describe() for op in ops])
+
+
+class ManyUnknownOutcomes(SynchronousTestCase):
+    def test_many_unknown_writes_are_decided_quickly(self):
+        # 60 writes that timed out, all concurrent with everything after
+        # them: exponential without the reductions.
+        ops = [put(n, b"k", b"lost-%d" % n, n, None) for n in range(60)]
+        ops += [Operation(100 + n, DELETE, b"k", call=n, ret=None) for n in range(20)]
+        ops.append(put(200, b"k", b"seen", 70, None))
+        ops.append(get(201, b"k", b"seen", 80, 81))
+        ops.append(get(201, b"k", None, 82, 83))
+        self.assertTrue(check(ops, max_steps=5_000_000).ok)
+        ops.append(get(202, b"k", b"lost-3", 84, 85))
+        ops.append(get(202, b"k", b"seen", 86, 87))
+        self.assertIs(check(ops, max_steps=5_000_000).ok, False)

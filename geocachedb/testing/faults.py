@@ -10,6 +10,7 @@ duration schedules its own undo, so faults overlap freely:
 ``crash-mid-io``  arm a crash at the k-th next sync or send of a node, so it
                   dies in the middle of a batch
 ``full-restart``  crash every node at once, then restart them all
+``crash-loop``    a node dies again soon after each restart, a few times
 ``pause``         freeze a node (often the leader) like a long GC pause: it
                   neither ticks nor handles input, then wakes up and works
                   through what queued up, still believing what it believed
@@ -32,6 +33,7 @@ KINDS = (
     "crash",
     "crash-mid-io",
     "full-restart",
+    "crash-loop",
     "pause",
     "loss",
     "duplication",
@@ -47,9 +49,12 @@ class NemesisConfig:
     duration_max = 600
     downtime_min = 1  # how long a crashed node stays down
     downtime_max = 300
+    quick_restart = 0.5  # share of restarts within quick_downtime (a supervisor)
+    quick_downtime = 30
     base_loss = 0.0  # always-on network imperfection
     base_duplicate = 0.0
     base_spike = 0.02
+    base_spike_delay = 100
     min_delay = 1
     max_delay = 10
     weights = {
@@ -59,6 +64,7 @@ class NemesisConfig:
         "crash": 2,
         "crash-mid-io": 2,
         "full-restart": 0.3,
+        "crash-loop": 1,
         "pause": 2,
         "loss": 1,
         "duplication": 1,
@@ -80,6 +86,7 @@ class NemesisConfig:
             min_delay=self.min_delay,
             max_delay=self.max_delay,
             spike=self.base_spike,
+            spike_delay=self.base_spike_delay,
         )
 
 
@@ -100,6 +107,7 @@ class Nemesis:
         self._clock_factor = {}  # node -> list of active factors
         self._base_tick = {n.node_id: n.tick_interval for n in cluster.nodes.values()}
         self._restart = {}  # node -> handle of its scheduled restart
+        self._looping = {}  # node -> crashes still to come in its crash loop
         self.network.weather = self.config.base_weather()
         cluster.crash_listeners.append(self._node_crashed)
         kinds = [k for k in KINDS if self.config.weights.get(k, 0) > 0]
@@ -227,12 +235,44 @@ class Nemesis:
             node.crash()
         return True
 
+    def _crash_loop(self):
+        # A process that keeps dying soon after each start (a supervisor
+        # restarting it): many short incarnations, so that messages meant
+        # for one of them reach a later one.
+        if not self._may_crash():
+            return False
+        node = self._pick_up_node()
+        if node is None:
+            return False
+        times = self.rng.randint(2, 5)
+        self.trace("crash loop of %s x%d" % (node.node_id, times))
+        self._looping[node.node_id] = times
+        node.crash()
+        return True
+
     def _node_crashed(self, node_id):
         if not self.active or node_id in self._restart:
             return
+        loops = self._looping.get(node_id)
+        if loops:
+            self._looping[node_id] = loops - 1
+            delay = self.rng.randint(1, 20)
+            self._restart[node_id] = self.scheduler.after(delay, self._restart_node, node_id)
+            self._later(delay + self.rng.randint(5, 80), self._crash_again, node_id)
+            return
         cfg = self.config
-        delay = self.rng.randint(cfg.downtime_min, cfg.downtime_max)
+        high = cfg.downtime_max
+        if self.rng.random() < cfg.quick_restart:
+            high = min(high, cfg.quick_downtime)
+        delay = self.rng.randint(cfg.downtime_min, max(cfg.downtime_min, high))
         self._restart[node_id] = self.scheduler.after(delay, self._restart_node, node_id)
+
+    def _crash_again(self, node_id):
+        node = self.cluster.node(node_id)
+        if self.active and node.up and self._looping.get(node_id):
+            node.crash()
+        elif not self._looping.get(node_id):
+            self._looping.pop(node_id, None)
 
     def _restart_node(self, node_id):
         self._restart.pop(node_id, None)
@@ -262,27 +302,36 @@ class Nemesis:
 
     # -- weather
 
-    def _episode(self, kind, attr, value):
+    def _episode(self, kind, **values):
         self._weather[kind] = self._weather.get(kind, 0) + 1
-        setattr(self.network.weather, attr, value)
-        self.trace("%s episode: %s=%r" % (kind, attr, value))
-        self._later(self._duration(), self._end_episode, kind, attr)
+        for attr, value in values.items():
+            setattr(self.network.weather, attr, value)
+        self.trace("%s episode: %r" % (kind, values))
+        self._later(self._duration(), self._end_episode, kind, sorted(values))
 
-    def _end_episode(self, kind, attr):
+    def _end_episode(self, kind, attrs):
         self._weather[kind] -= 1
         if self._weather[kind] == 0:
-            setattr(self.network.weather, attr, getattr(self.config.base_weather(), attr))
+            base = self.config.base_weather()
+            for attr in attrs:
+                setattr(self.network.weather, attr, getattr(base, attr))
 
     def _loss(self):
-        self._episode("loss", "loss", self.rng.choice([0.05, 0.1, 0.2, 0.4]))
+        self._episode("loss", loss=self.rng.choice([0.05, 0.1, 0.2, 0.4]))
         return True
 
     def _duplication(self):
-        self._episode("duplication", "duplicate", self.rng.choice([0.05, 0.1, 0.3]))
+        self._episode("duplication", duplicate=self.rng.choice([0.05, 0.1, 0.3]))
         return True
 
     def _delay(self):
-        self._episode("delay", "spike", self.rng.choice([0.2, 0.5, 1.0]))
+        # Some messages arrive long after they were sent: after elections,
+        # restarts and retries have moved everything on.
+        self._episode(
+            "delay",
+            spike=self.rng.choice([0.05, 0.2, 0.5, 1.0]),
+            spike_delay=self.rng.choice([100, 300, 600]),
+        )
         return True
 
     def _clock(self):
@@ -323,6 +372,7 @@ class Nemesis:
         for handle in self._restart.values():
             self.scheduler.cancel(handle)
         self._restart = {}
+        self._looping = {}
         self._cut_counts = {}
         self.network.heal()
         weather = self.config.base_weather()

@@ -71,18 +71,25 @@ class Operation:
 
     def describe(self):
         if self.kind == PUT:
-            text = "put(%r, %r)" % (self.key, self.value)
+            text = "put(%r, %s)" % (self.key, _short(self.value))
         else:
             text = "%s(%r)" % (self.kind, self.key)
         if self.unknown:
             text += " -> ?"
         elif self.kind != PUT:
-            text += " -> %r" % (self.output,)
+            text += " -> %s" % (_short(self.output),)
         ret = "inf" if self.unknown else self.ret
         return "op %s by client %s: %s [%s, %s]" % (self.id, self.client, text, self.call, ret)
 
     def __repr__(self):
         return "<Operation %s>" % self.describe()
+
+
+def _short(value, limit=24):
+    """repr of a value, long ones cut (the simulator pads its values)."""
+    if isinstance(value, bytes) and len(value) > limit:
+        return "%r...(%d bytes)" % (value[:limit], len(value))
+    return repr(value)
 
 
 def step(state, op):
@@ -181,6 +188,45 @@ def _unlift(call):
         call.next.prev = call
 
 
+class _Hidden:
+    """The model state after a put whose value no read ever returned."""
+
+    def __repr__(self):
+        return "<a value never read>"
+
+
+_HIDDEN = _Hidden()
+
+
+def _reductions(ops, index):
+    """Two exact reductions of the search space, which matter when a
+    history has many writes of unknown outcome (each stays concurrent with
+    everything after it, so without them the search is exponential):
+
+    * a put whose value no read returned leaves the register in a state that
+      nothing can tell apart from any other such state, so they all map to
+      one state (`_HIDDEN`) and the memo table merges them;
+    * unknown-outcome operations with the same effect (puts of unread
+      values; deletes) are interchangeable, so they are linearized in the
+      order they were invoked: swapping two of them in a linearization
+      gives another valid one.
+
+    Returns the ids of the hidden puts and, for each interchangeable
+    operation, the bit index of the one that must come before it."""
+    observed = {op.output for op in ops if op.kind == GET and not op.unknown}
+    hidden = {id(op) for op in ops if op.kind == PUT and op.value not in observed}
+    classes = {PUT: [], DELETE: []}
+    for op in ops:
+        if op.unknown and (op.kind == DELETE or id(op) in hidden):
+            classes[op.kind].append(op)
+    chain = {}
+    for members in classes.values():
+        members.sort(key=lambda op: (op.call, index[id(op)]))
+        for a, b in zip(members, members[1:]):
+            chain[id(b)] = index[id(a)]
+    return hidden, chain
+
+
 def check_key(ops, initial=None, max_steps=None):
     """Search one key's history.  Returns (ok, order, failure) where order
     is the list of ops linearized (on success) and failure a tuple
@@ -189,6 +235,7 @@ def check_key(ops, initial=None, max_steps=None):
     if not ops:
         return True, [], None
     index = {id(op): n for n, op in enumerate(ops)}
+    hidden, chain = _reductions(ops, index)
     head = _build_events(ops)
     state = initial
     linearized = 0  # bitmask of linearized ops
@@ -203,8 +250,15 @@ def check_key(ops, initial=None, max_steps=None):
             return None, None, None
         if entry.is_call:
             op = entry.op
+            before = chain.get(id(op))
+            if before is not None and not (linearized >> before) & 1:
+                # An interchangeable operation invoked earlier goes first.
+                entry = entry.next
+                continue
             accepted, new_state = step(state, op)
             if accepted:
+                if id(op) in hidden:
+                    new_state = _HIDDEN
                 bit = 1 << index[id(op)]
                 key = (linearized | bit, new_state)
                 if key not in seen:
@@ -246,7 +300,7 @@ def _explain(key, failure):
             lines.append("  " + op.describe())
     else:
         lines.append("Not even the first operation can be linearized.")
-    lines.append("Model state after it: %r" % (state,))
+    lines.append("Model state after it: %s" % (_short(state),))
     lines.append("This operation must be linearized before it returns, but cannot be:")
     lines.append("  " + blocked.describe())
     others = [op for op in pending if op is not blocked]

@@ -34,16 +34,18 @@ from geocachedb.testing.faults import KINDS, Nemesis, NemesisConfig
 from geocachedb.testing.invariants import InvariantChecker, Violation
 from geocachedb.testing.network import SimNetwork
 from geocachedb.testing.scheduler import Scheduler
+from geocachedb.testing.swarm import swarm
 from geocachedb.testing.workload import Workload, WorkloadConfig
 
 
 class SimConfig:
     """Everything one run depends on besides the seed and cluster size."""
 
-    run_time = 2000  # virtual time under faults (a tick is ~10)
+    run_time = 4000  # virtual time under faults (a tick is ~10)
+    swarm = True  # each seed draws its own fault mix (`geocachedb.testing.swarm`)
     settle_timeout = 5000  # to recover once every fault is healed
     final_read_timeout = 2000
-    check_steps = 2_000_000  # linearizability search budget per key
+    check_steps = 20_000_000  # linearizability search budget per key
 
     def __init__(self, cluster=None, nemesis=None, workload=None, **options):
         self.cluster = cluster or ClusterConfig()
@@ -93,6 +95,8 @@ class Simulation:
         self.config = config or SimConfig()
         self._trace = trace
         self.scheduler = Scheduler(seed)
+        if self.config.swarm:
+            self.config = swarm(self.config, self.scheduler.rng)
         self.checker = InvariantChecker(lambda: self.scheduler.now, self._role_of)
         self.cluster = SimCluster(
             self.scheduler,
@@ -161,6 +165,8 @@ class Simulation:
         cfg = self.config
         sched = self.scheduler
         self.trace("raft options: %r" % (self.cluster.raft_options,))
+        self.trace("fault weights: %r" % ({k: round(v, 2) for k, v in
+                                           self.config.nemesis.weights.items() if v},))
         self.cluster.start()
         self.workload.start()
         self.nemesis.start()
@@ -179,6 +185,11 @@ class Simulation:
         self.trace("settled: %s" % self._status())
         self._final_reads()
         if self._broken():
+            return
+        # The final reads may have moved things on (a new leader's empty
+        # entry): settle again before comparing the replicas.
+        if not sched.run_until(sched.now + cfg.settle_timeout, stop=self._settled):
+            self._fail("liveness", "not settled again after the final reads: %s" % self._status())
             return
         self._final_checks()
 
@@ -259,13 +270,15 @@ class Simulation:
                                % (op_id, index, node.node_id))
         # Every state machine holds the same data.
         first = nodes[0]
-        expected = (first.storage.applied_index(), first.storage.scan())
+        expected = dict(first.storage.scan())
         for node in nodes[1:]:
-            mine = (node.storage.applied_index(), node.storage.scan())
-            if mine != expected:
+            mine = dict(node.storage.scan())
+            if mine != expected or node.storage.applied_index() != first.storage.applied_index():
+                keys = sorted(k for k in set(mine) | set(expected) if mine.get(k) != expected.get(k))
                 self._fail("state-machine-divergence",
-                           "%s and %s differ after settling: %r vs %r"
-                           % (first.node_id, node.node_id, expected, mine))
+                           "%s (applied %d) and %s (applied %d) differ after settling, at keys %r"
+                           % (first.node_id, first.storage.applied_index(), node.node_id,
+                              node.storage.applied_index(), keys))
         verdict = linearizability.check(self.workload.history, max_steps=self.config.check_steps)
         self.linearizability = verdict
         if verdict.ok is False:
@@ -312,10 +325,12 @@ def _sizes(text):
     return sizes
 
 
-def replay_command(seed, nodes, run_time=None):
+def replay_command(seed, nodes, run_time=None, swarm=True):
     cmd = "python -m geocachedb.testing.sim --seed %d --nodes %d" % (seed, nodes)
     if run_time is not None and run_time != SimConfig.run_time:
         cmd += " --time %d" % run_time
+    if not swarm:
+        cmd += " --no-swarm"
     return cmd + " -v"
 
 
@@ -331,6 +346,9 @@ def main(argv=None):
                         help="cluster size, or sizes alternating by seed (default 3,5)")
     parser.add_argument("--time", type=int, default=SimConfig.run_time,
                         help="virtual time under faults per seed (default %(default)s)")
+    parser.add_argument("--no-swarm", dest="swarm", action="store_false",
+                        help="every fault kind at its default weight in every seed "
+                             "(default: each seed draws its own mix)")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per seed, details of failures")
     parser.add_argument("--trace", action="store_true", help="print the timeline of the run (with --seed)")
     args = parser.parse_args(argv)
@@ -345,7 +363,7 @@ def main(argv=None):
     failures = []
     for seed in seeds:
         size = args.nodes[seed % len(args.nodes)]
-        config = SimConfig(run_time=args.time)
+        config = SimConfig(run_time=args.time, swarm=args.swarm)
         trace = print if args.trace else None
         result = run_seed(seed, size, config, trace)
         by_size[size] = by_size.get(size, 0) + 1
@@ -367,7 +385,7 @@ def main(argv=None):
                 if not args.verbose and len(text) > 2000:
                     text = text[:2000] + " ..."
                 print("  " + text.replace("\n", "\n  "))
-            print("  replay: " + replay_command(seed, size, args.time))
+            print("  replay: " + replay_command(seed, size, args.time, args.swarm))
             sys.stdout.flush()
     wall = time.perf_counter() - started
 
@@ -386,7 +404,7 @@ def main(argv=None):
     print("wall time: %.1fs" % wall)
     if failures:
         first = failures[0]
-        print("replay the first failure: " + replay_command(first.seed, first.nodes, args.time))
+        print("replay the first failure: " + replay_command(first.seed, first.nodes, args.time, args.swarm))
         return 1
     return 0
 

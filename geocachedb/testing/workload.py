@@ -39,6 +39,7 @@ class WorkloadConfig:
     write_retry_probability = 0.6  # retry a write whose attempt failed (same seq)
     retry_delay = 20  # before trying another node when no leader is known
     max_padding = 200  # values get 0..max_padding extra bytes (batching by size)
+    reconnect_probability = 0.05  # per operation: connect to another node
 
     def __init__(self, **options):
         for name, value in options.items():
@@ -104,7 +105,7 @@ class Workload:
         client on a random node."""
         for n, key in enumerate(keys or self.keys):
             client = self.clients[n % len(self.clients)]
-            client.node = self.rng.choice(self.cluster.node_ids)
+            client.home = self.rng.choice(self.cluster.node_ids)
             client.invoke(GET, key)
 
 
@@ -114,7 +115,12 @@ class SimClient:
         self.number = number
         # Session ids as the real client picks them: nonzero, per client.
         self.client_id = number + 1
-        self.node = workload.rng.choice(workload.cluster.node_ids)
+        # The node this client is connected to.  Reads are served there
+        # (a follower asks the leader for a read index); a write refused
+        # with NotLeader goes on to the leader, as the node's forwarding
+        # does, and the next operation starts from home again.
+        self.home = workload.rng.choice(workload.cluster.node_ids)
+        self.node = self.home
         self.pending = None
         self.seq = 0
 
@@ -159,6 +165,9 @@ class SimClient:
             data = encode_put(key, value, **session)
         elif kind == DELETE:
             data = encode_delete(key, **session)
+        if w.rng.random() < w.config.reconnect_probability:
+            self.home = w.rng.choice(w.cluster.node_ids)
+        self.node = self.home
         op_id = w.history.invoke(self.number, kind, key, value, time=w.stamp())
         w.counts["invoked"] += 1
         pending = _Pending(op_id, kind, key, data)
@@ -272,9 +281,9 @@ class SimClient:
     def _finish_unknown(self):
         w = self.workload
         pending = self.pending
-        # Like a real client after a timeout or a broken connection: try
-        # another node next time.
-        self.node = w.rng.choice(w.cluster.node_ids)
+        # Like a real client after a timeout or a broken connection:
+        # reconnect, perhaps to another node.
+        self.home = w.rng.choice(w.cluster.node_ids)
         if pending.kind == GET:
             w.history.fail(pending.op_id)
             w.counts["failed"] += 1
