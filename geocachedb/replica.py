@@ -11,7 +11,15 @@ Data flow of one `process()` round, for each Ready (see `Ready`):
 send the leader's early messages -> append entries, set hard state, one
 `sync()` (group commit: every proposal of the batch shares it) -> send the
 messages that depend on the sync -> apply committed entries in one storage
-batch -> complete the proposals and reads they unblock -> `core.advance`.
+batch -> complete the proposals and reads they unblock -> snapshots (start
+streaming to followers that need one; spool and install received chunks)
+-> `core.advance` -> compact the log when it has grown past
+``snapshot_entries``.
+
+Cluster operations live here too, on top of the core's rules: membership
+changes (`propose_conf_change`, `members`), leadership transfer
+(`transfer_leadership`), log compaction (automatic, or `compact`) and the
+I/O of InstallSnapshot (`geocachedb.snapshots`).
 """
 
 import heapq
@@ -19,22 +27,75 @@ import heapq
 from twisted.logger import Logger
 
 from geocachedb import errors
-from geocachedb.raft.core import RaftCore, check_message
-from geocachedb.raft.types import LEADER, RaftConfig
+from geocachedb.raft import confchange
+from geocachedb.raft import types as t
+from geocachedb.raft.core import RaftCore, check_message, snapshot_chunk, snapshot_flags
+from geocachedb.raft.types import CONF, LEADER, Message, RaftConfig, SnapshotMeta
+from geocachedb.snapshots import MemorySnapshotStore, OutgoingSnapshot
 
 log = Logger()
 
 
+class _Incoming:
+    """The snapshot a follower is receiving."""
+
+    __slots__ = ("leader", "term", "meta", "offset")
+
+    def __init__(self, leader, term, meta):
+        self.leader = leader
+        self.term = term
+        self.meta = meta
+        self.offset = 0
+
+
 class Replica:
-    def __init__(self, node_id, voters, log, transport, state_machine, rng, config=None):
+    def __init__(self, node_id, voters, log, transport, state_machine, rng, config=None,
+                 snapshot_store=None, learners=()):
+        """``voters``/``learners`` bootstrap a new cluster; once the state
+        machine has applied a CONF entry (or installed a snapshot) the
+        configuration comes from there and from the log, and these are
+        ignored.  A node joining an existing cluster passes no voters: it
+        waits to hear from the leader.  ``snapshot_store`` spools incoming
+        snapshots (`geocachedb.snapshots`; default: in memory, which loses a
+        finished-but-uninstalled snapshot in a crash, so a node passes a
+        `FileSnapshotStore`)."""
         self.config = config or RaftConfig()
         self._log = log
         self._transport = transport
         self._sm = state_machine
+        self._store = snapshot_store if snapshot_store is not None else MemorySnapshotStore()
+        # A partial spool is worthless to a new incarnation (the leader
+        # starts over); a finished one may still need installing.
+        self._store.abort()
+        self._release_after_apply = False
+        completed = self._store.completed()
+        if completed is not None:
+            self._finish_install(completed)
+        if state_machine.applied_index > log.last_index():
+            # Only an interrupted snapshot install leaves the state machine
+            # ahead of the log, and `_finish_install` repairs that when the
+            # spool survived.  Without it the term of the applied index is
+            # unknown: refuse to start rather than re-apply old entries.
+            raise RuntimeError(
+                "the state machine (applied index %d) is ahead of the Raft log (last index %d) "
+                "and no completed snapshot is spooled: wipe this node's data and re-add it"
+                % (state_machine.applied_index, log.last_index()))
+        stored = getattr(state_machine, "configuration", lambda: None)()
+        if stored is not None:
+            base = confchange.decode(stored)
+            voters, learners = base.voters.voters, base.learners
         self.core = RaftCore(node_id, voters, log, self.config, rng,
-                             applied=state_machine.applied_index)
-        self._members = frozenset(self.core.tracker.ids)
+                             applied=state_machine.applied_index, learners=learners)
         self._ticks = 0
+        # Compaction never passes an index whose storage batch might still
+        # be undone by an OS crash (LMDB without meta sync loses at most its
+        # last batch): the index applied before the latest batch.
+        self._durable_applied = log.first_index() - 1
+        self._last_batch_end = state_machine.applied_index
+        # peer -> OutgoingSnapshot (leader); the snapshot being received
+        self._senders = {}
+        self._incoming = None
+        self._transfer = None  # (target, callback, deadline tick, term)
         # index -> (term, callback) of proposals made here as leader
         self._proposals = {}
         self._seen_role_term = (self.core.role, self.core.term)
@@ -72,8 +133,30 @@ class Replica:
     def applied_index(self):
         return self.core.log.applied
 
+    @property
+    def is_member(self):
+        """False once this node has been removed (or has not joined yet)."""
+        return self.core.id in self.core.membership
+
+    def members(self):
+        """``[(node_id, 'voter'|'learner')]``: the configuration in force
+        here (the newest in this node's log, possibly not yet committed)."""
+        return confchange.members(self.core.membership)
+
     def status(self):
-        return self.core.status()
+        """The core's status (see `RaftCore.status`: role, term, leader,
+        indexes, ``voters``, ``learners``, ``conf_index``, ``conf_pending``,
+        ``lead_transferee``, per-peer progress with ``role`` and
+        ``snapshot_index``) plus ``snapshots_sending`` (peer -> {index,
+        offset}) and ``snapshot_receiving`` ({leader, index, offset} or
+        None)."""
+        s = self.core.status()
+        s["snapshots_sending"] = {
+            peer: {"index": o.meta.index, "offset": o.offset} for peer, o in self._senders.items()}
+        inc = self._incoming
+        s["snapshot_receiving"] = None if inc is None else {
+            "leader": inc.leader, "index": inc.meta.index, "offset": inc.offset}
+        return s
 
     # ------------------------------------------------------------- inputs --
 
@@ -83,17 +166,25 @@ class Replica:
         self._check_leadership()
         if self._reads or self._reads_confirmed:
             self._expire_reads()
+        if self._senders:
+            self._tick_senders()
 
     def receive(self, message):
         """Step a message from a peer.  Returns False (and drops it) when it
-        is malformed, not for us, or from a node outside the configuration."""
+        is malformed or not for us.  Senders outside the configuration are
+        not refused here: a node that was just added must hear from the
+        leader before it knows the configuration, and a voter must hear a
+        candidate its log does not list yet (authenticating peers is the
+        transport's job)."""
         try:
             check_message(message)
         except ValueError:
             return False
-        if message.to != self.core.id or message.frm == self.core.id or message.frm not in self._members:
+        if message.to != self.core.id or message.frm == self.core.id:
             return False
         self.core.step(message)
+        if message.type == t.SNAPSHOT_RESP and self._senders:
+            self._snapshot_acked(message)
         self._check_leadership()
         return True
 
@@ -121,6 +212,71 @@ class Replica:
             return
         self._reads[context] = (callback, self._ticks + self.config.election_ticks)
 
+    def propose_conf_change(self, kind, node_id, callback):
+        """Change the membership by one node: ``kind`` is ``add_voter``,
+        ``add_learner``, ``promote`` (a caught-up learner becomes a voter)
+        or ``remove``.  ``callback(members, None)`` once the change is
+        applied here (``members`` as `members()` returns it after the
+        change); `NotLeader` on a follower; `Unavailable` when another
+        change is in progress, a new leader has not committed an entry of
+        its term yet, or leadership is lost before the change commits;
+        `InvalidArgument` for a change that makes no sense (adding a member,
+        promoting a voter, removing the last voter, a learner that is not
+        caught up)."""
+        index, reason = self.core.propose_conf_change(kind, node_id)
+        if index is None:
+            if isinstance(reason, confchange.ConfChangeBusy):
+                error = errors.Unavailable(str(reason))
+            elif isinstance(reason, confchange.ConfChangeError):
+                error = errors.InvalidArgument(str(reason))
+            else:
+                error = errors.NotLeader(leader_id=self.core.lead or "")
+            callback(None, error)
+            return
+        self._proposals[index] = (self.core.term, callback)
+
+    def transfer_leadership(self, target, callback):
+        """Hand leadership to voter ``target`` (thesis §3.10): this leader
+        stops accepting proposals, brings the target's log up to date and
+        tells it to campaign at once.  ``callback(None, None)`` when this
+        node sees ``target`` lead; `Unavailable` when the transfer is
+        abandoned (not done within an election timeout) or someone else
+        won; `NotLeader` on a follower; `InvalidArgument` when ``target`` is
+        not a voter.  Transferring to oneself succeeds at once."""
+        core = self.core
+        if core.role != LEADER:
+            callback(None, errors.NotLeader(leader_id=core.lead or ""))
+            return
+        if target == core.id:
+            callback(None, None)
+            return
+        reason = core.transfer_leadership(target)
+        if reason is not None:
+            callback(None, errors.InvalidArgument(reason))
+            return
+        if self._transfer is not None:
+            self._call(self._transfer[1], None, errors.Unavailable("superseded by another transfer"))
+        self._transfer = (target, callback, self._ticks + 2 * self.config.election_ticks, core.term)
+
+    def compact(self, keep=None):
+        """Compact the log now (the admin ``compact``/``snapshot``
+        commands): drop every entry up to the applied index minus ``keep``
+        (default ``compaction_overhang``), as far as the state machine is
+        known durable.  Returns the new snapshot index, or None when there
+        is nothing to drop."""
+        keep = self.config.compaction_overhang if keep is None else keep
+        return self._compact(self._compaction_limit() - keep)
+
+    def snapshot(self):
+        """A consistent snapshot of the state machine for a backup:
+        ``(SnapshotMeta, chunks)`` where chunks iterate the
+        `geocachedb.storage.snapshot` stream (consume or close it)."""
+        index = self._sm.applied_index
+        meta = self.core.snapshot_meta(index)
+        if meta is None:
+            meta = SnapshotMeta(index, 0, self.core.membership)
+        return meta, self._sm.snapshot_chunks()
+
     # ---------------------------------------------------------- the loop --
 
     def process(self):
@@ -136,6 +292,10 @@ class Replica:
                 self._handle_ready(rd)
                 core.advance(rd)
                 self._check_leadership()
+                if rd.committed_entries and self.config.snapshot_entries:
+                    self._maybe_compact()
+            if self._senders:
+                self._prune_senders()
         finally:
             self._processing = False
 
@@ -158,6 +318,11 @@ class Replica:
             self._settle_reads(rd.read_states, self._applied_after(rd))
         if self._reads_confirmed and rd.committed_entries:
             self._release_confirmed_reads(rd.committed_entries[-1].index)
+        for peer in rd.snapshot_requests:
+            self._start_sending(peer)
+        if rd.snapshot_chunks:
+            for m in rd.snapshot_chunks:
+                self._receive_chunk(m)
 
     def _applied_after(self, rd):
         if rd.committed_entries:
@@ -166,6 +331,13 @@ class Replica:
 
     def _apply(self, entries):
         results = self._sm.apply(entries)
+        self._durable_applied = max(self._durable_applied, self._last_batch_end)
+        self._last_batch_end = entries[-1].index
+        if self._release_after_apply:
+            # A later storage transaction made the installed snapshot
+            # durable: the spooled copy is no longer needed.
+            self._release_after_apply = False
+            self._store.release()
         proposals = self._proposals
         if not proposals:
             return
@@ -175,6 +347,8 @@ class Replica:
                 continue
             term, callback = pending
             if term == entry.term:
+                if entry.kind == CONF:
+                    result = confchange.members(confchange.decode(entry.data))
                 self._call(callback, result, None)
             else:
                 self._call(callback, None, errors.Unavailable(
@@ -193,10 +367,14 @@ class Replica:
         lost leadership (or moved to a new term) before they committed.
         Committed ones stay: they will be applied here."""
         core = self.core
+        if self._transfer is not None:
+            self._check_transfer()
         now = (core.role, core.term)
         if now == self._seen_role_term:
             return
         self._seen_role_term = now
+        if self._senders and core.role != LEADER:
+            self._prune_senders()
         if not self._proposals:
             return
         committed = core.log.committed
@@ -244,3 +422,211 @@ class Replica:
                     keep.append(item)
             heapq.heapify(keep)
             self._reads_confirmed = keep
+
+    # -------------------------------------------------- leadership transfer --
+
+    def _check_transfer(self):
+        target, callback, deadline, term = self._transfer
+        core = self.core
+        error = None
+        if core.lead == target and core.term > term:
+            pass
+        elif core.role == LEADER and core.term == term:
+            if core.lead_transferee is None:
+                error = "leadership transfer to %s was abandoned (not caught up in time)" % target
+            elif self._ticks >= deadline:
+                error = "leadership transfer to %s timed out" % target
+            else:
+                return
+        elif core.lead is not None and core.lead not in (target, core.id):
+            error = "%s became leader instead of %s" % (core.lead, target)
+        elif self._ticks >= deadline:
+            error = "leadership transfer to %s timed out" % target
+        else:
+            return  # between leaders: wait to hear from the new one
+        self._transfer = None
+        self._call(callback, None, errors.Unavailable(error) if error else None)
+
+    # ------------------------------------------------------------ compaction --
+
+    def _compaction_limit(self):
+        """The highest index the log may be compacted to: applied and known
+        durable in the state machine, persisted in the log, and not past a
+        snapshot still being streamed (its follower continues from there)."""
+        limit = min(self._durable_applied, self._log.last_index(), self.core.log.applied)
+        for sender in self._senders.values():
+            limit = min(limit, sender.meta.index)
+        return limit
+
+    def _maybe_compact(self):
+        target = self._compaction_limit() - self.config.compaction_overhang
+        if target - (self._log.first_index() - 1) >= self.config.snapshot_entries:
+            self._compact(target)
+
+    def _compact(self, index):
+        if index <= self._log.first_index() - 1:
+            return None
+        # The state machine holds everything up to `index` durably and the
+        # configuration there (its CONF_KEY or a later CONF entry in the
+        # log): the entries are no longer needed.  Synced with the next batch.
+        self._log.compact(index, self.core.log.term(index))
+        return index
+
+    # ---------------------------------------------- InstallSnapshot: leader --
+
+    def _start_sending(self, peer):
+        core = self.core
+        old = self._senders.pop(peer, None)
+        if old is not None:
+            old.close()
+        if core.role != LEADER:
+            return
+        # The storage's snapshot is consistent at its applied index, which
+        # is therefore the snapshot's index.
+        index = self._sm.applied_index
+        meta = core.snapshot_meta(index)
+        chunks_of = getattr(self._sm, "snapshot_chunks", None)
+        if meta is None or chunks_of is None or not meta.config.voters.voters:
+            # Not known (yet) what configuration holds there: ask again later.
+            core.snapshot_failed(peer)
+            return
+        sender = OutgoingSnapshot(peer, core.term, meta, chunks_of(),
+                                  self.config.snapshot_chunk_bytes, self._ticks)
+        self._senders[peer] = sender
+        core.snapshot_sending(peer, meta.index)
+        log.info("sending snapshot {meta!r} to {peer}", meta=meta, peer=peer)
+        self._send_chunk(sender)
+
+    def _send_chunk(self, sender):
+        sender.sent_at = self._ticks
+        self._transport.send(snapshot_chunk(sender.peer, self.core.id, sender.term, sender.meta,
+                                            sender.offset, sender.data, sender.last))
+
+    def _snapshot_acked(self, m):
+        sender = self._senders.get(m.frm)
+        core = self.core
+        if (sender is None or core.role != LEADER or m.term != sender.term
+                or m.index != sender.meta.index):
+            return
+        if m.reject:
+            self._drop_sender(m.frm)
+        elif sender.acked(m.commit, self._ticks):
+            self._send_chunk(sender)
+
+    def _tick_senders(self):
+        resend = max(2, self.config.election_ticks // 2)
+        give_up = 2 * self.config.election_ticks
+        for peer in sorted(self._senders):
+            sender = self._senders[peer]
+            if self._ticks - sender.progress_at >= give_up:
+                # No progress for two election timeouts: the follower is
+                # gone.  A later heartbeat answer asks for a fresh snapshot.
+                self._drop_sender(peer)
+                self.core.snapshot_failed(peer)
+            elif self._ticks - sender.sent_at >= resend:
+                sender.resends += 1
+                self._send_chunk(sender)
+
+    def _prune_senders(self):
+        """A transfer lives as long as the core wants this peer to get a
+        snapshot (the leader in that term, the peer in SNAPSHOT state)."""
+        core = self.core
+        for peer in sorted(self._senders):
+            sender = self._senders[peer]
+            pr = core.tracker.get(peer)
+            if (core.role != LEADER or core.term != sender.term or pr is None
+                    or pr.state != "snapshot" or pr.pending_snapshot != sender.meta.index):
+                self._drop_sender(peer)
+
+    def _drop_sender(self, peer):
+        sender = self._senders.pop(peer, None)
+        if sender is not None:
+            sender.close()
+
+    # -------------------------------------------- InstallSnapshot: follower --
+
+    def _snapshot_resp(self, m, received=0, reject=False):
+        self._transport.send(Message(t.SNAPSHOT_RESP, m.frm, self.core.id, self.core.term,
+                                     index=m.index, commit=received, reject=reject))
+
+    def _receive_chunk(self, m):
+        last, config = snapshot_flags(m)
+        inc = self._incoming
+        store = self._store
+        if m.commit == 0:
+            if inc is not None:
+                store.abort()
+            inc = self._incoming = _Incoming(m.frm, m.term, SnapshotMeta(m.index, m.log_term, config))
+            store.begin(inc.meta)
+        elif (inc is None or inc.leader != m.frm or inc.term != m.term
+              or inc.meta.index != m.index or inc.meta.term != m.log_term):
+            # Not the transfer we are spooling (we restarted, or it was
+            # superseded): the leader must start over.
+            self._snapshot_resp(m, reject=True)
+            return
+        elif m.commit != inc.offset:
+            if m.commit < inc.offset:
+                self._snapshot_resp(m, inc.offset)  # a resend: ack again
+            else:
+                self._abort_incoming()
+                self._snapshot_resp(m, reject=True)
+            return
+        store.write(m.snapshot)
+        inc.offset += len(m.snapshot)
+        if not last:
+            self._snapshot_resp(m, inc.offset)
+            return
+        self._incoming = None
+        if not self.core.can_restore(inc.meta.index, inc.meta.term):
+            # Caught up meanwhile by other means: nothing to install.
+            store.abort()
+            return
+        store.finish()
+        if not self._install(inc.meta):
+            self._snapshot_resp(m, reject=True)
+            return
+        self.core.restore(inc.meta, inc.leader)
+        log.info("installed snapshot {meta!r} from {leader}", meta=inc.meta, leader=inc.leader)
+
+    def _abort_incoming(self):
+        self._incoming = None
+        self._store.abort()
+
+    def _install(self, meta):
+        """Load the completed snapshot into the state machine and reset the
+        log after it.  Returns False (and drops it) when it is corrupt."""
+        try:
+            self._sm.restore(self._store.chunks())
+        except ValueError as e:
+            log.error("received snapshot {meta!r} is corrupt: {error}", meta=meta, error=e)
+            self._store.release()
+            return False
+        if self._sm.applied_index != meta.index:
+            raise RuntimeError("snapshot %r holds applied index %d" % (meta, self._sm.applied_index))
+        self._log.reset(meta.index, meta.term)
+        self._log.sync()
+        self._after_install(meta)
+        return True
+
+    def _after_install(self, meta):
+        self._last_batch_end = meta.index
+        self._durable_applied = meta.index
+        # The storage's copy may still be undone by an OS crash until a
+        # later batch commits; until then the spool stays (`completed`).
+        self._release_after_apply = True
+        if self._reads_confirmed:
+            self._release_confirmed_reads(meta.index)
+
+    def _finish_install(self, meta):
+        """On restart: a completed snapshot is spooled.  Redo what may not
+        have happened (or not durably) before the crash: the state machine
+        load, the log reset.  Every step is idempotent."""
+        sm, raft_log = self._sm, self._log
+        if sm.applied_index < meta.index:
+            sm.restore(self._store.chunks())
+        first = raft_log.first_index()
+        holds = first - 1 <= meta.index <= raft_log.last_index() and raft_log.term(meta.index) == meta.term
+        if not holds and first - 1 <= meta.index:
+            raft_log.reset(meta.index, meta.term)
+            raft_log.sync()
+        self._release_after_apply = True

@@ -10,10 +10,17 @@ entry and only advances the applied index.
 
 Reads (`get`, `scan`) go straight to storage; whether they are linearizable
 is decided before they get here (ReadIndex in the Raft host).
+
+Membership: a CONF entry carries the whole cluster configuration; applying
+it stores those bytes under `CONF_KEY` (in the reserved key range, in the
+same batch), so the configuration as of the applied index survives restarts
+and travels inside snapshots.  The Raft host reads it back with
+`configuration()`.  Snapshots: `snapshot_chunks` and `restore` are the
+storage's snapshot out/in, plus rebuilding what is derived from storage.
 """
 
 from geocachedb import sessions
-from geocachedb.raft.types import NORMAL
+from geocachedb.raft.types import CONF, NORMAL
 from geocachedb.sessions import RESERVED_PREFIX, SessionTable
 from geocachedb.storage.scan import prefix_end
 from geocachedb.wire import geocache_pb2 as pb
@@ -55,6 +62,9 @@ class DeleteResult:
 
 _RESERVED_END = prefix_end(RESERVED_PREFIX)
 
+# The configuration as of the applied index: the data of the last CONF entry.
+CONF_KEY = RESERVED_PREFIX + b"raft/conf"
+
 
 class KVStateMachine:
     def __init__(self, storage):
@@ -68,6 +78,20 @@ class KVStateMachine:
     @property
     def applied_index(self):
         return self.storage.applied_index()
+
+    def configuration(self):
+        """The data of the last CONF entry applied (None if there was none)."""
+        return self.storage.get(CONF_KEY)
+
+    def snapshot_chunks(self):
+        """The state at the applied index, as `IStorage.snapshot_out` chunks."""
+        return self.storage.snapshot_out()
+
+    def restore(self, chunks):
+        """Replace the whole state with a snapshot (atomic; ValueError on a
+        bad one, and the old state stays)."""
+        self.storage.snapshot_in(chunks)
+        self.reload()
 
     def apply(self, entries):
         """Apply committed ``entries`` (in index order) in one storage
@@ -83,7 +107,9 @@ class KVStateMachine:
         dirty = set()
         for entry in entries:
             result = None
-            if entry.kind == NORMAL and entry.data:
+            if entry.kind == CONF:
+                final[CONF_KEY] = entry.data
+            elif entry.kind == NORMAL and entry.data:
                 cmd = pb.Command.FromString(entry.data)
                 op = cmd.WhichOneof("op")
                 cid = cmd.client_id

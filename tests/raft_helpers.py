@@ -72,6 +72,8 @@ class Network:
         self.cores = {}
         self.applied = {}
         self.read_states = {}
+        self.snapshot_requests = {}  # leader -> peers it asked snapshots for
+        self.snapshot_chunks = {}  # follower -> SNAPSHOT messages handed to its host
         for node_id in self.ids:
             log = (logs or {}).get(node_id)
             self.cores[node_id] = new_core(node_id, self.ids, log, **kw)
@@ -115,6 +117,8 @@ class Network:
             out.extend(rd.messages)
             self.applied[node_id].extend(rd.committed_entries)
             self.read_states[node_id].extend(rd.read_states)
+            self.snapshot_requests.setdefault(node_id, []).extend(rd.snapshot_requests)
+            self.snapshot_chunks.setdefault(node_id, []).extend(rd.snapshot_chunks)
             core.advance(rd)
         return out
 
@@ -185,3 +189,151 @@ class Network:
 
 __all__ = ["Network", "new_core", "drain", "log_with", "config", "Message", "Entry",
            "HardState", "t"]
+
+
+# ------------------------------------------------------------------------
+# Replicas: the host loop over in-memory logs, storage and snapshot stores.
+
+
+class ReplicaNet:
+    """Whole `Replica`s (core + host loop) on a queue-based wire, for the
+    rules that need the host: compaction, InstallSnapshot, membership,
+    leadership transfer.  ``crash(id)`` loses what was not synced (log) or
+    not finished (snapshot spool) and builds a new Replica on what is left,
+    like a restart."""
+
+    def __init__(self, ids, seed=1, **cfg):
+        from geocachedb.raft.memlog import MemoryRaftLog
+        from geocachedb.snapshots import MemorySnapshotStore
+        from geocachedb.storage.memory import MemoryStorage
+
+        cfg.setdefault("election_ticks", 10)
+        self.config = RaftConfig(**cfg)
+        self.ids = list(ids)
+        self.seed = seed
+        self.queue = []
+        self.cut = set()
+        self.hook = None
+        self.sent = []
+        self.logs, self.storages, self.stores, self.replicas = {}, {}, {}, {}
+        self.incarnation = {}
+        self._new_log = MemoryRaftLog
+        self._new_storage = MemoryStorage
+        self._new_store = MemorySnapshotStore
+        for node_id in self.ids:
+            self.add_node(node_id, voters=self.ids)
+
+    def add_node(self, node_id, voters=(), learners=()):
+        self.logs[node_id] = self._new_log()
+        self.storages[node_id] = self._new_storage()
+        self.stores[node_id] = self._new_store()
+        self.incarnation[node_id] = 0
+        self._voters = getattr(self, "_voters", {})
+        self._voters[node_id] = (list(voters), list(learners))
+        return self.start(node_id)
+
+    def start(self, node_id):
+        from geocachedb.replica import Replica
+        from geocachedb.statemachine import KVStateMachine
+
+        self.incarnation[node_id] += 1
+        voters, learners = self._voters[node_id]
+        r = Replica(node_id, voters, self.logs[node_id], self, KVStateMachine(self.storages[node_id]),
+                    random.Random("%s-%s-%d" % (self.seed, node_id, self.incarnation[node_id])),
+                    self.config, snapshot_store=self.stores[node_id], learners=learners)
+        self.replicas[node_id] = r
+        return r
+
+    def crash(self, node_id):
+        self.replicas.pop(node_id, None)
+        self.logs[node_id].lose_unsynced()
+        self.stores[node_id].crash()
+
+    def restart(self, node_id):
+        self.crash(node_id)
+        return self.start(node_id)
+
+    # IPeerTransport
+    def send(self, message):
+        self.queue.append(message)
+
+    def isolate(self, node_id):
+        for other in self.replicas:
+            if other != node_id:
+                self.cut.add((node_id, other))
+                self.cut.add((other, node_id))
+
+    def heal(self):
+        self.cut.clear()
+
+    def process(self):
+        for node_id in sorted(self.replicas):
+            self.replicas[node_id].process()
+
+    def deliver(self, rounds=10000):
+        self.process()
+        for _ in range(rounds):
+            if not self.queue:
+                return
+            queue, self.queue = self.queue, []
+            for m in queue:
+                self.sent.append(m)
+                if (m.frm, m.to) in self.cut or m.to not in self.replicas:
+                    continue
+                if self.hook is not None and self.hook(m) is False:
+                    continue
+                self.replicas[m.to].receive(m)
+            self.process()
+        raise AssertionError("messages keep flowing")
+
+    def tick(self, n=1):
+        for _ in range(n):
+            for node_id in sorted(self.replicas):
+                self.replicas[node_id].tick()
+            self.deliver()
+
+    def leader(self):
+        leaders = [r for r in self.replicas.values() if r.role == t.LEADER]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def until_leader(self, max_ticks=300):
+        for _ in range(max_ticks):
+            leader = self.leader()
+            if leader is not None and all(
+                    r.leader_id == leader.node_id for r in self.replicas.values()
+                    if r.node_id in leader.core.membership and (r.node_id, leader.node_id) not in self.cut):
+                return leader
+            self.tick()
+        raise AssertionError("no leader")
+
+    def put(self, key, value, via=None):
+        from geocachedb.statemachine import encode_put
+
+        out = []
+        replica = via or self.until_leader()
+        replica.propose(encode_put(key, value), lambda r, e: out.append((r, e)))
+        self.deliver()
+        return out
+
+    def write_many(self, n, prefix=b"k"):
+        leader = self.until_leader()
+        results = []
+        for i in range(n):
+            from geocachedb.statemachine import encode_put
+
+            leader.propose(encode_put(b"%s%d" % (prefix, i), b"v%d" % i),
+                           lambda r, e: results.append((r, e)))
+            if i % 10 == 9:
+                self.deliver()
+        self.deliver()
+        return results
+
+    def conf_change(self, kind, node_id, via=None):
+        out = []
+        replica = via or self.until_leader()
+        replica.propose_conf_change(kind, node_id, lambda r, e: out.append((r, e)))
+        self.deliver()
+        return out
+
+    def data(self, node_id):
+        return self.storages[node_id].scan()

@@ -224,10 +224,19 @@ class ClusterReplicaTests(SynchronousTestCase):
         r = c.replicas["a"]
         self.assertFalse(r.receive(t.Message(t.HEARTBEAT, "b", "c", 1)))
         self.assertFalse(r.receive(t.Message(99, "a", "b", 1)))
-        self.assertFalse(r.receive(t.Message(t.HEARTBEAT, "a", "zz", 1)))
+        self.assertFalse(r.receive(t.Message(t.HEARTBEAT, "a", "a", 1)))
         self.assertFalse(r.receive(t.Message(t.HEARTBEAT, "a", "b", -1)))
         self.assertFalse(r.receive("garbage"))
         self.assertEqual(r.term, 0)
+
+    def test_a_sender_outside_the_configuration_is_heard(self):
+        # A node just added hears from the leader before it knows the
+        # configuration, and a voter may hear from a candidate its log does
+        # not list yet; refusing strangers is the peer transport's job.
+        c = Cluster(["a", "b", "c"])
+        r = c.replicas["a"]
+        self.assertTrue(r.receive(t.Message(t.HEARTBEAT, "a", "zz", 1)))
+        self.assertEqual((r.term, r.leader_id), (1, "zz"))
 
 
 class PersistenceOrderTests(SynchronousTestCase):

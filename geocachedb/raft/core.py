@@ -18,9 +18,10 @@ Section numbers in comments refer to the Raft paper (Ongaro & Ousterhout,
 "§thesis" to Ongaro's dissertation.
 """
 
+from geocachedb.raft import confchange
 from geocachedb.raft import types as t
-from geocachedb.raft.log import RaftLog
-from geocachedb.raft.progress import PROBE, REPLICATE, ClusterConfig, ProgressTracker
+from geocachedb.raft.log import LogInvariantError, RaftLog
+from geocachedb.raft.progress import PROBE, REPLICATE, SNAPSHOT, ClusterConfig, ProgressTracker
 from geocachedb.raft.quorum import VOTE_LOST, VOTE_WON
 from geocachedb.raft.readindex import ReadIndexQueue
 from geocachedb.raft.types import (
@@ -34,6 +35,7 @@ from geocachedb.raft.types import (
     RaftConfig,
     Ready,
     ReadState,
+    SnapshotMeta,
 )
 
 # Messages a host may send before the Ready's sync: they depend on nothing
@@ -63,8 +65,12 @@ def check_message(m):
             raise ValueError("bad %s %r" % (name, v))
     if not isinstance(m.frm, str) or not m.frm or not isinstance(m.to, str):
         raise ValueError("bad sender/recipient")
-    if not isinstance(m.context, bytes):
-        raise ValueError("bad context")
+    if not isinstance(m.context, bytes) or not isinstance(m.snapshot, bytes):
+        raise ValueError("bad context or snapshot")
+    if m.type == t.SNAPSHOT:
+        if m.index < 1 or not m.context:
+            raise ValueError("SNAPSHOT without index or metadata")
+        confchange.decode(m.context[1:])
     if m.entries:
         if m.type != t.APP:
             raise ValueError("entries on a %s message" % t.MESSAGE_TYPE_NAMES[m.type])
@@ -73,18 +79,41 @@ def check_message(m):
             if (not isinstance(e, Entry) or e.index != expect or type(e.term) is not int
                     or e.term < m.log_term or e.term > m.term or not isinstance(e.data, bytes)):
                 raise ValueError("bad entry %r in APP after %d" % (e, m.index))
+            if e.kind == t.CONF:
+                confchange.decode(e.data)
+            elif e.kind != t.NORMAL:
+                raise ValueError("unknown entry kind %r" % (e.kind,))
             expect += 1
+
+
+def snapshot_flags(m):
+    """(is_last_chunk, config) of a checked SNAPSHOT message."""
+    return bool(m.context[0] & 1), confchange.decode(m.context[1:])
+
+
+def snapshot_chunk(to, frm, term, meta, offset, data, last):
+    """One InstallSnapshot chunk (see the SNAPSHOT row in `types`)."""
+    flags = b"\x01" if last else b"\x00"
+    return Message(t.SNAPSHOT, to, frm, term, log_term=meta.term, index=meta.index,
+                   commit=offset, context=flags + confchange.encode(meta.config),
+                   snapshot=data)
 
 
 class RaftCore:
     def __init__(self, node_id, voters, storage, config=None, rng=None, applied=0, learners=()):
+        """``voters``/``learners``: the configuration as of ``applied`` (the
+        state machine's applied index; the host reads it from the state
+        machine, or uses the bootstrap members of a new cluster).  CONF
+        entries after ``applied`` are read from the log: the newest wins."""
         if rng is None:
             raise ValueError("the core needs an injected random.Random")
         self.id = node_id
         self.config = config or RaftConfig()
         self.rng = rng
-        self.log = RaftLog(storage)
-        self.tracker = ProgressTracker(ClusterConfig(voters, learners), self.config.max_inflight)
+        self.log = RaftLog(storage, ClusterConfig(voters, learners), applied)
+        conf_index, conf = self.log.confs.latest()
+        self._conf_index = conf_index
+        self.tracker = ProgressTracker(conf, self.config.max_inflight, node_id)
         self.peers = tuple(i for i in self.tracker.ids if i != node_id)
 
         hs = storage.hard_state()
@@ -124,9 +153,14 @@ class RaftCore:
         # release a newer read with an older index.  The nonce comes from
         # the injected RNG, so each incarnation needs its own seed.
         self._read_nonce = rng.getrandbits(64).to_bytes(8, "big")
-        # Seam for leadership transfer (TimeoutNow): while set, a leader
-        # refuses proposals.  Never set yet.
+        # Leadership transfer: while set, a leader refuses proposals and
+        # sends TIMEOUT_NOW once the target's log is complete.
         self.lead_transferee = None
+        self._transfer_elapsed = 0
+        # Snapshots: peers the host should stream one to (leader), chunks
+        # received for the host to spool (follower).
+        self._snapshot_requests = []
+        self._snapshot_chunks = []
         self._reset_randomized_timeout()
 
     # ------------------------------------------------------------ status --
@@ -136,6 +170,22 @@ class RaftCore:
         """Only voters campaign (learners, or a node removed from the
         configuration, never do)."""
         return self.tracker.is_voter(self.id)
+
+    @property
+    def membership(self):
+        """The configuration in force (the latest in the log)."""
+        return self.tracker.config
+
+    @property
+    def conf_index(self):
+        """Index of the entry that set the configuration in force (its
+        base index when no CONF entry is in the log)."""
+        return self._conf_index
+
+    def conf_at(self, index):
+        """The configuration as of ``index`` (for a snapshot's metadata), or
+        None when ``index`` precedes what the log still knows."""
+        return self.log.confs.at(index)
 
     def is_single_voter(self):
         return self.tracker.config.voters.voters == (self.id,)
@@ -158,13 +208,70 @@ class RaftCore:
 
     def propose(self, data, kind=t.NORMAL):
         """Append a new entry when leader; return its index, or None when
-        this node cannot accept proposals (not leader, or transferring)."""
+        this node cannot accept proposals (not leader, or transferring).
+        Membership changes go through `propose_conf_change`."""
         if self.role != LEADER or self.lead_transferee is not None:
             return None
+        if kind != t.NORMAL:
+            raise ValueError("propose() takes NORMAL entries; use propose_conf_change")
         index = self.log.last_index() + 1
         self.log.append([Entry(index, self.term, data, kind)])
         self._pending_bcast |= _BCAST_ENTRIES
         return index
+
+    def propose_conf_change(self, kind, node_id):
+        """Append a CONF entry changing one member (`confchange.KINDS`).
+        Returns ``(index, None)``, or ``(None, reason)`` where reason is
+        the string ``"not leader"``, a `confchange.ConfChangeBusy` (retry
+        later) or the `confchange.ConfChangeError` of an invalid change."""
+        if self.role != LEADER or self.lead_transferee is not None:
+            return None, "not leader"
+        log = self.log
+        # The fix to single-server changes (Ongaro, raft-dev 2015): a new
+        # leader must commit an entry of its own term first, or a change
+        # it proposes could overlap one from an earlier term that only
+        # part of the cluster saw.  It also covers "one change at a time":
+        # every earlier CONF entry is committed with that entry.
+        if log.term(log.committed) != self.term:
+            return None, confchange.ConfChangeBusy(
+                "the new leader has not committed an entry of its term yet")
+        if self._conf_index > log.committed:
+            return None, confchange.ConfChangeBusy("a membership change is in progress")
+        config = self.tracker.config
+        try:
+            new = confchange.apply_change(config, kind, node_id)
+        except confchange.ConfChangeError as e:
+            return None, e
+        if kind == confchange.PROMOTE:
+            pr = self.tracker.progress[node_id]
+            if log.last_index() - pr.match > self.config.promote_max_lag:
+                return None, confchange.ConfChangeError(
+                    "learner %s is not caught up (match %d, last index %d)"
+                    % (node_id, pr.match, log.last_index()))
+        index = log.last_index() + 1
+        log.append([Entry(index, self.term, confchange.encode(new, kind, node_id), t.CONF)])
+        self._pending_bcast |= _BCAST_ENTRIES
+        self._sync_config()
+        return index, None
+
+    def transfer_leadership(self, target):
+        """Hand leadership to voter ``target``: stop taking proposals, bring
+        its log up to date, then TIMEOUT_NOW (thesis §3.10).  Abandoned
+        after an election timeout.  Returns None or the reason it cannot
+        start; transferring to oneself is a no-op."""
+        if self.role != LEADER:
+            return "not leader"
+        if target == self.id:
+            return None
+        if not self.tracker.is_voter(target):
+            return "%s is not a voter" % (target,)
+        self.lead_transferee = target
+        self._transfer_elapsed = 0
+        if self.tracker.progress[target].match == self.log.last_index():
+            self._send(Message(t.TIMEOUT_NOW, target, self.id, self.term))
+        else:
+            self._replicate_to(target, True)
+        return None
 
     def read_index(self, context):
         """Ask for a linearizable read point.  A `ReadState` with this
@@ -190,7 +297,8 @@ class RaftCore:
                 # vote requests, so a removed or partitioned node cannot
                 # depose a healthy leader.
                 if (self.config.check_quorum and self.lead is not None
-                        and self.election_elapsed < self.config.election_ticks):
+                        and self.election_elapsed < self.config.election_ticks
+                        and m.context != t.TRANSFER_CONTEXT):
                     return
             if m.type == t.PRE_VOTE:
                 pass  # a pre-vote never changes our term (§thesis 9.6)
@@ -201,7 +309,8 @@ class RaftCore:
             else:
                 self._become_follower(m.term, None)
         elif m.term < self.term:
-            if m.type in (t.APP, t.HEARTBEAT) and (self.config.check_quorum or self.config.pre_vote):
+            if (m.type in (t.APP, t.HEARTBEAT, t.SNAPSHOT)
+                    and (self.config.check_quorum or self.config.pre_vote)):
                 # A stale leader (partitioned away while we moved on) never
                 # learns the new term from vote requests when pre-vote or the
                 # lease stops them; tell it, so it steps down.
@@ -227,7 +336,8 @@ class RaftCore:
     def has_ready(self):
         self._flush()
         log = self.log
-        if log.has_unstable() or self._msgs or self._msgs_early or self._read_states:
+        if (log.has_unstable() or self._msgs or self._msgs_early or self._read_states
+                or self._snapshot_requests or self._snapshot_chunks):
             return True
         if log.committed > self._apply_handed:
             return True
@@ -262,6 +372,12 @@ class RaftCore:
             self._apply_handed = rd.committed_entries[-1].index
         rd.read_states = self._read_states
         self._read_states = []
+        if self._snapshot_requests:
+            rd.snapshot_requests = self._snapshot_requests
+            self._snapshot_requests = []
+        if self._snapshot_chunks:
+            rd.snapshot_chunks = self._snapshot_chunks
+            self._snapshot_chunks = []
         return rd
 
     def advance(self, rd):
@@ -276,6 +392,9 @@ class RaftCore:
                     self._pending_bcast |= _BCAST_COMMIT
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
+            # Applied configurations are never truncated: fold them so the
+            # history stays short.
+            self.log.confs.fold_to(self.log.applied)
 
     def _flush(self):
         """Turn work batched since the last Ready into messages: one
@@ -317,6 +436,12 @@ class RaftCore:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         cfg = self.config
+        if self.lead_transferee is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= cfg.election_ticks:
+                # The target did not take over in an election timeout
+                # (down, partitioned, too far behind): serve again.
+                self.lead_transferee = None
         if self.election_elapsed >= cfg.election_ticks:
             self.election_elapsed = 0
             if cfg.check_quorum:
@@ -334,11 +459,11 @@ class RaftCore:
             self._bcast_heartbeat()
 
     def campaign(self):
-        """Start an election now (tests, and the seam for TimeoutNow)."""
+        """Start an election now (tests)."""
         if self.role != LEADER and self.promotable:
             self._campaign(pre=self.config.pre_vote)
 
-    def _campaign(self, pre):
+    def _campaign(self, pre, transfer=False):
         if pre:
             # §thesis 9.6 pre-vote: ask first whether we could win, without
             # bumping the term; only a likely winner disrupts the cluster.
@@ -357,9 +482,13 @@ class RaftCore:
             return
         last = self.log.last_index()
         last_term = self.log.term(last)
+        # A campaign ordered by the leader (TIMEOUT_NOW) says so, so that
+        # voters grant despite having heard from that leader recently.
+        context = t.TRANSFER_CONTEXT if transfer else b""
         for peer in self.peers:
             if self.tracker.is_voter(peer):
-                self._send(Message(vote_type, peer, self.id, term, log_term=last_term, index=last))
+                self._send(Message(vote_type, peer, self.id, term, log_term=last_term, index=last,
+                                   context=context))
 
     def _handle_vote_request(self, m):
         # §5.2, §5.4.1: one vote per term, only for a log at least as up to
@@ -405,6 +534,7 @@ class RaftCore:
         self._pending_bcast = 0
         self._pending_read_round = False
         self.lead_transferee = None
+        self._snapshot_requests = []
         if self._reads is not None or self._reads_waiting_commit:
             self._fail_leader_reads()
 
@@ -461,7 +591,16 @@ class RaftCore:
                 self._handle_heartbeat_response(m, pr)
         elif m.type == t.READ_INDEX:
             self._leader_read_index(m.frm, m.context)
-        # Everything else in our own term is stale or reserved.
+        elif m.type == t.SNAPSHOT_RESP:
+            if pr is not None:
+                pr.recent_active = True
+                if m.reject and pr.state == SNAPSHOT:
+                    # The follower lost the transfer (restarted, bad data):
+                    # probe again; the next heartbeat answer asks the host
+                    # for a fresh snapshot.
+                    pr.pending_snapshot = 0
+                    pr.become_probe()
+        # Everything else in our own term is stale.
 
     def _handle_append_response(self, m, pr):
         pr.recent_active = True
@@ -487,9 +626,16 @@ class RaftCore:
                 pr.become_replicate()
             elif pr.state == REPLICATE:
                 pr.inflights.free_le(m.index)
+            elif pr.match + 1 >= self.log.first_index():
+                # SNAPSHOT: the follower installed it (or its log turned out
+                # to match): plain replication can go on from there.
+                pr.become_probe()
+                pr.become_replicate()
+            if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+                self._send(Message(t.TIMEOUT_NOW, m.frm, self.id, self.term))
             if self._maybe_commit():
                 self._pending_bcast |= _BCAST_COMMIT
-            else:
+            elif self.role == LEADER:
                 self._replicate_to(m.frm, False)
 
     def _handle_heartbeat_response(self, m, pr):
@@ -522,8 +668,24 @@ class RaftCore:
                 self._reads_waiting_commit = []
                 for requester, context in waiting:
                     self._leader_read_index(requester, context)
+            if not self.promotable and log.committed >= self._conf_index:
+                self._step_down_removed()
             return True
         return False
+
+    def _step_down_removed(self):
+        """Thesis §4.2.2: a leader removed from the configuration leads
+        until that configuration is committed, then steps down.  It hands
+        over first (TIMEOUT_NOW to the voter with the most of its log), so
+        the cluster need not wait for an election timeout."""
+        progress = self.tracker.progress
+        best = None
+        for voter in self.tracker.config.voters.voters:
+            if voter != self.id and (best is None or progress[voter].match > progress[best].match):
+                best = voter
+        if best is not None and progress[best].match > 0:
+            self._send(Message(t.TIMEOUT_NOW, best, self.id, self.term))
+        self._become_follower(self.term, None)
 
     def _replicate_to(self, to, send_if_empty):
         """Send ``to`` what it is missing: in replicate state as many
@@ -540,8 +702,11 @@ class RaftCore:
         prev = pr.next - 1
         prev_term = log.term(prev)
         if prev_term is None:
-            # The entries this peer needs are compacted away: the seam for
-            # InstallSnapshot (`pr.become_snapshot`, a SNAPSHOT message).
+            # The entries this peer needs are compacted away: the host
+            # streams it a snapshot (InstallSnapshot); until the peer's log
+            # matches again, only heartbeats go out.
+            pr.become_snapshot(0)
+            self._snapshot_requests.append(to)
             return False
         last = log.last_index()
         entries = log.entries(pr.next, last + 1, self.config.max_msg_bytes) if pr.next <= last else []
@@ -639,10 +804,18 @@ class RaftCore:
             # Not the leader (any more): the asker will retry elsewhere.
             self._send(Message(t.READ_INDEX_RESP, m.frm, self.id, self.term,
                                context=m.context, reject=True))
-        # TIMEOUT_NOW, SNAPSHOT: reserved seams.
+        elif m.type == t.SNAPSHOT:
+            self.election_elapsed = 0
+            self._set_leader(m.frm)
+            self._handle_snapshot(m)
+        elif m.type == t.TIMEOUT_NOW:
+            # Thesis §3.10: the leader hands over; campaign now, skipping
+            # pre-vote (the leader itself asked), if we may campaign at all.
+            if self.promotable:
+                self._campaign(pre=False, transfer=True)
 
     def _step_candidate(self, m):
-        if m.type == t.APP or m.type == t.HEARTBEAT:
+        if m.type in (t.APP, t.HEARTBEAT, t.SNAPSHOT):
             # §5.2: a leader of our term exists; stand down.
             self._become_follower(self.term, m.frm)
             self._step_follower(m)
@@ -664,6 +837,8 @@ class RaftCore:
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            if m.entries:
+                self._sync_config()
             self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=last_new))
             return
         # §5.3 log-matching check failed.  Hint the leader at the largest
@@ -674,6 +849,88 @@ class RaftCore:
         hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
         self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
                            reject_hint=hint_index, hint_term=hint_term))
+
+    def _handle_snapshot(self, m):
+        log = self.log
+        if m.index <= log.committed:
+            # We have all of it already: tell the leader where we match.
+            self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        if log.match_term(m.index, m.log_term):
+            # Our log holds the snapshot's last entry: it matches the
+            # leader's up to there (and that entry is committed).
+            log.commit_to(m.index)
+            self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=m.index))
+            return
+        self._snapshot_chunks.append(m)
+
+    # -------------------------------------------------- snapshot host API --
+
+    def snapshot_sending(self, peer, index):
+        """The host started streaming ``peer`` a snapshot at ``index``."""
+        pr = self.tracker.get(peer)
+        if pr is not None and pr.state == SNAPSHOT and self.role == LEADER:
+            pr.pending_snapshot = index
+
+    def snapshot_failed(self, peer):
+        """The host could not make or deliver a snapshot to ``peer``: probe
+        again (a later heartbeat answer asks for a new one)."""
+        pr = self.tracker.get(peer)
+        if pr is not None and pr.state == SNAPSHOT:
+            pr.pending_snapshot = 0
+            pr.become_probe()
+
+    def can_restore(self, index, term):
+        """Whether a received snapshot at ``(index, term)`` should replace
+        the log: it must be newer than what we have committed, and our log
+        must not already hold its last entry (then we keep the log)."""
+        return (self.role == FOLLOWER and index > self.log.committed
+                and not self.log.match_term(index, term))
+
+    def restore(self, meta, leader):
+        """The host installed the snapshot ``meta`` (a `SnapshotMeta`) from
+        ``leader``: the state machine holds it and the `IRaftLog` was reset
+        to ``(meta.index, meta.term)`` and synced.  Acknowledge it like an
+        AppendEntries that matched there."""
+        if meta.index <= self.log.committed:
+            # Never roll back what is committed (the host checked
+            # `can_restore` before touching the state machine).
+            raise LogInvariantError("restore of %r over commit %d" % (meta, self.log.committed))
+        self.log.restore(meta.index, meta.term, meta.config)
+        self._apply_handed = meta.index
+        self._sync_config()
+        self._send(Message(t.APP_RESP, leader, self.id, self.term, index=meta.index))
+
+    def snapshot_meta(self, index):
+        """The `SnapshotMeta` of a snapshot of the state machine at applied
+        ``index``, or None when the log no longer knows that index's term
+        or configuration (the host then waits for a later one)."""
+        term = self.log.term(index)
+        config = self.conf_at(index)
+        if term is None or config is None:
+            return None
+        return SnapshotMeta(index, term, config)
+
+    # ------------------------------------------------------ membership --
+
+    def _sync_config(self):
+        """Make the configuration in force the latest one in the log
+        (thesis §4.1: used as soon as it is appended, committed or not;
+        a truncated CONF entry takes its configuration with it)."""
+        index, config = self.log.confs.latest()
+        self._conf_index = index
+        if config == self.tracker.config:
+            return
+        self.tracker.set_config(config, self.log.last_index() + 1)
+        self.peers = tuple(i for i in self.tracker.ids if i != self.id)
+        if self.lead_transferee is not None and self.lead_transferee not in config.voters:
+            self.lead_transferee = None
+        if self.role == LEADER:
+            # New members are probed; a removed leader steps down once the
+            # change is committed (`_maybe_commit`).
+            self._pending_bcast |= _BCAST_ENTRIES
+        elif self.role != FOLLOWER and not self.promotable:
+            self._become_follower(self.term, None)
 
     def _handle_heartbeat(self, m):
         self.log.commit_to(m.commit)
@@ -701,6 +958,11 @@ class RaftCore:
                 "state": pr.state if leader else "",
             }
         storage = log.storage
+        config = self.tracker.config
+        for peer in self.peers:
+            pr = progress[peer]
+            peers[peer]["role"] = "learner" if peer in config.learners else "voter"
+            peers[peer]["snapshot_index"] = pr.pending_snapshot if self.role == LEADER else 0
         return {
             "id": self.id,
             "role": self.role,
@@ -711,5 +973,10 @@ class RaftCore:
             "log_first_index": storage.first_index(),
             "log_last_index": log.last_index(),
             "snapshot_index": storage.first_index() - 1,
+            "voters": list(config.voters.voters),
+            "learners": list(config.learners),
+            "conf_index": self._conf_index,
+            "conf_pending": self._conf_index > log.committed,
+            "lead_transferee": self.lead_transferee,
             "peers": peers,
         }

@@ -9,9 +9,21 @@ AppendEntries may overwrite a suffix that is already persisted: the unstable
 tail then starts below the persisted last index and shadows it until the
 host's `append` truncates the persisted copy.
 
-Also tracks ``committed`` (known to be on a quorum) and ``applied`` (handed
-to the state machine and reported done by `advance`).
+Also tracks ``committed`` (known to be on a quorum), ``applied`` (handed
+to the state machine and reported done by `advance`) and ``confs``, the
+configurations in the log (`ConfHistory`): every append and truncation
+passes through here, so the membership in force is always the latest CONF
+entry the log holds (thesis §4.1).
+
+Compaction is done by the host on the `IRaftLog` directly (the prefix it
+drops is applied, hence persisted and never needed again); `restore` is the
+core's side of installing a snapshot newer than the log.
 """
+
+from geocachedb.raft.confchange import ConfHistory
+
+# Entries scanned per call when rebuilding the configuration history.
+_SCAN_BYTES = 4 << 20
 
 
 class LogInvariantError(Exception):
@@ -21,7 +33,10 @@ class LogInvariantError(Exception):
 
 
 class RaftLog:
-    def __init__(self, storage):
+    def __init__(self, storage, base_config=None, base_index=0):
+        """``base_config`` is the configuration as of ``base_index`` (the
+        state machine's applied index); CONF entries after it are read from
+        the log."""
         self.storage = storage
         last = storage.last_index()
         # unstable entries are self._unstable; the first has index self._offset
@@ -31,6 +46,12 @@ class RaftLog:
         self._handed_out = last
         self.committed = 0
         self.applied = 0
+        self.confs = ConfHistory(base_config, base_index)
+        lo = max(base_index + 1, storage.first_index())
+        while lo <= last:
+            batch = storage.entries(lo, last + 1, _SCAN_BYTES)
+            self.confs.append(batch)
+            lo = batch[-1].index + 1
 
     # ------------------------------------------------------------- reads --
 
@@ -130,6 +151,7 @@ class RaftLog:
     def append(self, entries):
         """Append the leader's own new entries (consecutive, after the last)."""
         self._unstable.extend(entries)
+        self.confs.append(entries)
 
     def maybe_append(self, prev_index, prev_term, commit, entries):
         """Follower side of AppendEntries (Raft §5.3).  Returns the index of
@@ -155,6 +177,8 @@ class RaftLog:
 
     def _truncate_and_append(self, entries):
         after = entries[0].index
+        self.confs.truncate_from(after)
+        self.confs.append(entries)
         end = self._offset + len(self._unstable)
         if after == end:
             self._unstable.extend(entries)
@@ -168,6 +192,20 @@ class RaftLog:
             self._unstable.extend(entries)
         if self._handed_out >= after:
             self._handed_out = after - 1
+
+    def restore(self, index, term, config):
+        """The host replaced the log with a snapshot at ``(index, term)``
+        (``IRaftLog.reset``): forget the unstable tail, everything up to
+        ``index`` is committed and applied."""
+        if self.storage.last_index() != index or self.storage.term(index) != term:
+            raise LogInvariantError("restore(%d, %d) but the stored log was not reset there"
+                                    % (index, term))
+        self._unstable = []
+        self._offset = index + 1
+        self._handed_out = index
+        self.committed = index
+        self.applied = index
+        self.confs.reset(index, config)
 
     def commit_to(self, index):
         if index > self.committed:

@@ -16,8 +16,9 @@ States (as in etcd-io/raft's tracker/):
 * REPLICATE: the peer's log matches up to ``match``; stream entries,
   advancing ``next`` optimistically, with at most ``max_inflight`` messages
   unacknowledged.
-* SNAPSHOT: reserved for InstallSnapshot: the entries the peer needs are
-  compacted away; nothing is sent until the snapshot is done.
+* SNAPSHOT: the entries the peer needs are compacted away; the host streams
+  it a snapshot (InstallSnapshot) and no AppendEntries go out until the peer
+  reports its log matches at the snapshot's index (or the transfer fails).
 """
 
 from collections import deque
@@ -92,7 +93,8 @@ class Progress:
         self.inflights.reset()
 
     def become_snapshot(self, snapshot_index):
-        """Seam for InstallSnapshot."""
+        """The peer needs a snapshot; ``snapshot_index`` is its index once
+        the host has chosen one (0 until then)."""
         self.state = SNAPSHOT
         self.pending_snapshot = snapshot_index
         self.probe_sent = False
@@ -150,10 +152,10 @@ class Progress:
 
 
 class ClusterConfig:
-    """The membership a core works with: voters (and, as a seam for
-    membership changes, learners that receive the log but do not vote).
-    Joint consensus will replace ``voters`` with a joint configuration
-    answering the same questions."""
+    """The membership a core works with: voters (a `MajorityConfig`) and
+    learners, which receive the log but neither vote nor count toward a
+    quorum.  Immutable; membership changes build a new one
+    (`geocachedb.raft.confchange`)."""
 
     __slots__ = ("voters", "learners")
 
@@ -164,16 +166,31 @@ class ClusterConfig:
     def ids(self):
         return self.voters.voters + self.learners
 
+    def __contains__(self, node_id):
+        return node_id in self.voters or node_id in self.learners
+
+    def __eq__(self, other):
+        return (isinstance(other, ClusterConfig) and self.voters.voters == other.voters.voters
+                and self.learners == other.learners)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
     def __repr__(self):
         return "ClusterConfig(voters=%r, learners=%r)" % (self.voters.voters, self.learners)
 
 
 class ProgressTracker:
-    """One `Progress` per member, plus the votes of the current election."""
+    """One `Progress` per member (and always one for ``self_id``, which a
+    leader needs even while it manages a configuration that no longer
+    includes it, thesis §4.2.2), plus the votes of the current election."""
 
-    def __init__(self, config, max_inflight):
+    def __init__(self, config, max_inflight, self_id=None):
         self.config = config
         self.max_inflight = max_inflight
+        self.self_id = self_id
         self.progress = {}
         self.votes = {}
         self.ids = config.ids()  # sorted per kind: voters then learners
@@ -181,10 +198,35 @@ class ProgressTracker:
 
     def reset(self, next_index):
         learners = set(self.config.learners)
+        ids = self.ids
+        if self.self_id is not None and self.self_id not in self.config:
+            ids = ids + (self.self_id,)
         self.progress = {
             node_id: Progress(next_index, self.max_inflight, node_id in learners)
-            for node_id in self.ids
+            for node_id in ids
         }
+
+    def set_config(self, config, next_index):
+        """Switch to ``config``: members that stay keep their progress, new
+        ones start probing at ``next_index``, removed ones are forgotten."""
+        self.config = config
+        self.ids = config.ids()
+        learners = set(config.learners)
+        old = self.progress
+        progress = {}
+        keep = self.ids
+        if self.self_id is not None and self.self_id not in config:
+            keep = keep + (self.self_id,)
+        for node_id in keep:
+            pr = old.get(node_id)
+            if pr is None:
+                pr = Progress(next_index, self.max_inflight)
+            pr.is_learner = node_id in learners
+            progress[node_id] = pr
+        self.progress = progress
+        # Votes of nodes that left no longer count (tally_votes only looks
+        # at voters anyway); keep the rest of a running election.
+        self.votes = {k: v for k, v in self.votes.items() if k in config.voters}
 
     def get(self, node_id):
         return self.progress.get(node_id)
@@ -212,4 +254,6 @@ class ProgressTracker:
             self.votes[node_id] = granted
 
     def tally_votes(self):
+        """Only the votes of voters count (a removed node's grant is
+        worthless: its vote is not part of any quorum of this config)."""
         return self.config.voters.vote_result(self.votes)

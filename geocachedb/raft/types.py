@@ -85,8 +85,18 @@ class HardState:
 #   HEARTBEAT_RESP  term, context (echoed: confirms leadership for ReadIndex)
 #   READ_INDEX      term, context (a follower asks the leader for a read index)
 #   READ_INDEX_RESP term, index = the read index, context (echoed), reject
-#   SNAPSHOT        reserved: InstallSnapshot (`snapshot` carries it)
-#   TIMEOUT_NOW     reserved: leadership transfer
+#   SNAPSHOT        InstallSnapshot, one chunk: term, index/log_term = the
+#                   snapshot's last entry, commit = byte offset of this chunk in
+#                   the stream, context = flags byte (bit 0: last chunk) + the
+#                   snapshot's encoded configuration, snapshot = chunk bytes
+#   TIMEOUT_NOW     leadership transfer: term; the receiver campaigns at once
+#   SNAPSHOT_RESP   a chunk's acknowledgement: term, index = the snapshot's
+#                   index, commit = bytes received so far (the next offset
+#                   wanted), reject = start over (lost spool, bad data).  The
+#                   installed snapshot is acknowledged with an APP_RESP at its
+#                   index, like any other log that matches there.
+#   VOTE            context = TRANSFER_CONTEXT when campaigning on TIMEOUT_NOW:
+#                   voters then grant despite the leader lease
 APP = 1
 APP_RESP = 2
 VOTE = 3
@@ -99,6 +109,10 @@ READ_INDEX = 9
 READ_INDEX_RESP = 10
 SNAPSHOT = 11
 TIMEOUT_NOW = 12
+SNAPSHOT_RESP = 13
+
+# The context of a VOTE sent on TIMEOUT_NOW (etcd-io/raft's campaignTransfer).
+TRANSFER_CONTEXT = b"transfer"
 
 MESSAGE_TYPE_NAMES = {
     APP: "APP",
@@ -113,6 +127,7 @@ MESSAGE_TYPE_NAMES = {
     READ_INDEX_RESP: "READ_INDEX_RESP",
     SNAPSHOT: "SNAPSHOT",
     TIMEOUT_NOW: "TIMEOUT_NOW",
+    SNAPSHOT_RESP: "SNAPSHOT_RESP",
 }
 
 
@@ -193,7 +208,9 @@ class Message:
         if self.reject:
             parts.append("REJECT hint=%d/%d" % (self.reject_hint, self.hint_term))
         if self.context:
-            parts.append("ctx=%r" % (self.context,))
+            parts.append("ctx=%r" % (self.context[:32],))
+        if self.snapshot:
+            parts.append("snap=%d bytes" % len(self.snapshot))
         return "Message(%s)" % " ".join(parts)
 
 
@@ -226,6 +243,15 @@ class RaftConfig:
     check_quorum    a leader steps down when it has not heard from a quorum
                     for an election timeout, and followers that heard from a
                     leader recently ignore vote requests (leader lease).
+    snapshot_entries    the host compacts the log once it holds this many
+                    applied entries since the last compaction (0: never).
+    compaction_overhang entries kept below the applied index when compacting,
+                    so a follower that is only a little behind still gets
+                    AppendEntries instead of a whole snapshot.
+    snapshot_chunk_bytes size of one InstallSnapshot chunk; one chunk per
+                    follower is in flight (and in memory) at a time.
+    promote_max_lag a learner is promoted only when its log is within this
+                    many entries of the leader's.
     """
 
     election_ticks = 10
@@ -238,6 +264,10 @@ class RaftConfig:
     # max_msg_bytes * apply_batch_factor so that one storage transaction stays
     # reasonable after a long catch-up.
     apply_batch_factor = 16
+    snapshot_entries = 10000
+    compaction_overhang = 1000
+    snapshot_chunk_bytes = 256 * 1024
+    promote_max_lag = 1000
 
     def __init__(self, **options):
         for name, value in options.items():
@@ -255,12 +285,20 @@ class RaftConfig:
             raise ValueError("max_inflight must be >= 1")
         if self.max_msg_bytes < 1:
             raise ValueError("max_msg_bytes must be >= 1")
+        if self.snapshot_entries < 0 or self.compaction_overhang < 0:
+            raise ValueError("snapshot_entries and compaction_overhang must be >= 0")
+        if self.snapshot_chunk_bytes < 1:
+            raise ValueError("snapshot_chunk_bytes must be >= 1")
+        if self.promote_max_lag < 0:
+            raise ValueError("promote_max_lag must be >= 0")
 
     def __repr__(self):
         return "RaftConfig(election_ticks=%d, heartbeat_ticks=%d, max_msg_bytes=%d, " \
-               "max_inflight=%d, pre_vote=%r, check_quorum=%r)" % (
+               "max_inflight=%d, pre_vote=%r, check_quorum=%r, snapshot_entries=%d, " \
+               "compaction_overhang=%d)" % (
                    self.election_ticks, self.heartbeat_ticks, self.max_msg_bytes,
-                   self.max_inflight, self.pre_vote, self.check_quorum)
+                   self.max_inflight, self.pre_vote, self.check_quorum,
+                   self.snapshot_entries, self.compaction_overhang)
 
 
 # ------------------------------------------------------------------- ready --
@@ -309,9 +347,11 @@ class Ready:
        what was just made durable);
     4. apply ``committed_entries`` (one storage batch) and serve
        ``read_states`` whose index is applied;
-    5. call the core's `advance(ready)`.
-
-    ``snapshot`` is the seam for InstallSnapshot; always None for now.
+    5. snapshots: start streaming one to each peer in ``snapshot_requests``
+       (leader; report the chosen index with `snapshot_sending`), and spool
+       the ``snapshot_chunks`` received (follower; after the last one,
+       install it and call `restore`);
+    6. call the core's `advance(ready)`.
     """
 
     __slots__ = (
@@ -322,7 +362,8 @@ class Ready:
         "messages",
         "committed_entries",
         "read_states",
-        "snapshot",
+        "snapshot_requests",
+        "snapshot_chunks",
     )
 
     def __init__(self):
@@ -333,10 +374,35 @@ class Ready:
         self.messages = []
         self.committed_entries = []
         self.read_states = []
-        self.snapshot = None
+        self.snapshot_requests = []  # peer ids (leader)
+        self.snapshot_chunks = []  # SNAPSHOT messages accepted (follower)
 
     def __repr__(self):
-        return "Ready(hs=%r, entries=%d, sync=%r, early=%d, msgs=%d, committed=%d, reads=%d)" % (
+        return ("Ready(hs=%r, entries=%d, sync=%r, early=%d, msgs=%d, committed=%d, reads=%d, "
+                "snap_req=%r, snap_chunks=%d)") % (
             self.hard_state, len(self.entries), self.must_sync,
             len(self.messages_before_sync), len(self.messages),
-            len(self.committed_entries), len(self.read_states))
+            len(self.committed_entries), len(self.read_states),
+            self.snapshot_requests, len(self.snapshot_chunks))
+
+
+class SnapshotMeta:
+    """What a snapshot stands for: the state machine after applying every
+    entry up to ``index`` (whose term is ``term``), and the configuration
+    in force there (``config``, a `ClusterConfig`)."""
+
+    __slots__ = ("index", "term", "config")
+
+    def __init__(self, index, term, config):
+        self.index = index
+        self.term = term
+        self.config = config
+
+    def __eq__(self, other):
+        return (isinstance(other, SnapshotMeta) and self.index == other.index
+                and self.term == other.term and self.config == other.config)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "SnapshotMeta(index=%d, term=%d, %r)" % (self.index, self.term, self.config)
