@@ -291,8 +291,33 @@ def parse_args(argv):
     return args
 
 
+def source_version():
+    """Which geocachedb code the nodes run: the commit of the tree it is
+    imported from and how many of its files differ from that commit (the
+    nodes import the same tree: they inherit sys.path and PYTHONPATH)."""
+    tree = os.path.dirname(os.path.dirname(os.path.abspath(geocachedb.__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", tree, "status", "--porcelain", "--untracked-files=no",
+                                "--", "geocachedb", "twisted"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"tree": tree, "commit": None, "modified_files": None}
+    return {"tree": tree, "commit": commit or None,
+            "modified_files": len(dirty.splitlines()) if commit else None}
+
+
+def describe_source(v):
+    if not v["commit"]:
+        return "from %s" % v["tree"]
+    if v["modified_files"]:
+        return "commit %s + uncommitted changes to %d file(s) in %s" % (v["commit"], v["modified_files"], v["tree"])
+    return "commit %s, clean, in %s" % (v["commit"], v["tree"])
+
+
 def machine_facts():
     facts = {"nproc": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+             "geocachedb_source": source_version(),
              "python": sys.version.split()[0], "twisted": twisted.__version__}
     try:
         import grpc
@@ -325,6 +350,7 @@ def main(argv=None):
     say("compare-etcd: %d node(s) each; %s (%s) vs geocachedb %s; Python %s, Twisted %s; %s cores, load average %s"
         % (nodes, "etcd " + version, binary, geocachedb.__version__, facts["python"], facts["twisted"],
            facts["nproc"], " ".join("%.2f" % x for x in facts["loadavg"])))
+    say("geocachedb code: %s" % describe_source(facts["geocachedb_source"]))
     base = tempfile.mkdtemp(prefix="geocache-compare-", dir=args.base_dir)
     systems = [EtcdSystem(base, nodes, binary, version), GeocacheSystem(base, nodes, args.storage)]
     report = {"facts": facts, "etcd_version": version, "nodes": nodes, "base_dir": base, "levels": []}

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from geocachedb.bench import procstat
-from geocachedb.bench.compare import auto_connections
+from geocachedb.bench.compare import auto_connections, describe_source, source_version
 from geocachedb.bench.load import WINDOW_END, WINDOW_START
 from geocachedb.testing.processes import Cluster, admin_command
 
@@ -175,6 +175,8 @@ def main(argv=None):
         shutil.rmtree(base, ignore_errors=True)
     ops = max(1, result["ops"])
     writes = max(1, result["puts"])
+    print("geocachedb code: %s; load average %s" % (
+        describe_source(source_version()), " ".join("%.2f" % x for x in os.getloadavg())))
     print("%d nodes, %s at %d in flight: %.0f ops/s, p50 %.2f ms, p99 %.2f ms, errors %s"
           % (args.nodes, "puts" if args.read_ratio == 0 else "mix", args.concurrency, result["ops_per_sec"],
              result["latency_ms"]["p50"], result["latency_ms"]["p99"], result["errors"] or "none"))
