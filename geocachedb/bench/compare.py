@@ -29,12 +29,14 @@ a cluster does not come up.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import twisted
 
@@ -42,7 +44,7 @@ import geocachedb
 from geocachedb.bench import procstat
 from geocachedb.bench.load import WINDOW_END, WINDOW_START
 from geocachedb.bench.etcd_cluster import HOW_TO_GET_ETCD, EtcdCluster, etcd_version, find_etcd
-from geocachedb.testing.processes import Cluster
+from geocachedb.testing.processes import Cluster, admin_command
 
 
 class EtcdSystem:
@@ -65,6 +67,15 @@ class EtcdSystem:
     def pids(self):
         return {name: m.pid for name, m in self.cluster.members.items()}
 
+    def fsyncs(self, name):
+        """(WAL fsyncs, seconds spent in them) of member ``name``, from its
+        Prometheus metrics (etcd_disk_wal_fsync_duration_seconds)."""
+        url = "http://%s/metrics" % self.address(name)
+        with urllib.request.urlopen(url, timeout=5) as f:
+            text = f.read().decode("utf-8", "replace")
+        values = dict(re.findall(r"^etcd_disk_wal_fsync_duration_seconds_(count|sum) (\S+)$", text, re.M))
+        return int(float(values.get("count", 0))), float(values.get("sum", 0.0))
+
     def address(self, name):
         return self.cluster[name].address
 
@@ -75,8 +86,8 @@ class GeocacheSystem:
 
     def __init__(self, base_dir, nodes, storage):
         self.label = "geocachedb %s" % geocachedb.__version__
-        self.cluster = Cluster(os.path.join(base_dir, "geocachedb"), nodes,
-                               extra=("--storage", storage, "--admin", "none"))
+        # The admin shell stays on (loopback, a generated password) for `stats`.
+        self.cluster = Cluster(os.path.join(base_dir, "geocachedb"), nodes, extra=("--storage", storage))
 
     def start(self):
         self.cluster.start()
@@ -90,6 +101,13 @@ class GeocacheSystem:
 
     def pids(self):
         return {name: n.pid for name, n in self.cluster.nodes.items()}
+
+    def fsyncs(self, name):
+        """(Raft log fsyncs, None) of node ``name``, from the admin ``stats``
+        (the node counts fsyncs but does not time them)."""
+        out = admin_command(self.cluster[name], "stats")
+        m = re.search(r"^\s*fsyncs\s+([\d,]+)", out, re.M)
+        return (int(m.group(1).replace(",", "")) if m else None), None
 
     def address(self, name):
         return self.cluster[name].address
@@ -127,6 +145,7 @@ def run_load(system, args, concurrency, read_ratio=0.0, keyspace=None, duration=
     cmd.append("--mark-window")
     limit = (duration or 60.0) + 60.0
     sample = lambda: {n: procstat.cpu_seconds(pid) for n, pid in pids.items()}  # noqa: E731
+    fsyncs_before = _fsyncs(system, leader)
     before = sample()
     after = None
     marked = False
@@ -154,6 +173,7 @@ def run_load(system, args, concurrency, read_ratio=0.0, keyspace=None, duration=
             proc.kill()
             proc.wait()
     wall = time.monotonic() - started
+    fsyncs_after = _fsyncs(system, leader)
     if after is None:
         after = sample()
     stderr = b"".join(other).decode("utf-8", "replace").strip()
@@ -174,7 +194,20 @@ def run_load(system, args, concurrency, read_ratio=0.0, keyspace=None, duration=
         server_cpu_us_per_op_by_node={n: round(1e6 * c / done, 1) for n, c in cpu.items()},
         server_rss_mb={n: round(procstat.rss_bytes(pid) / 2**20, 1) for n, pid in pids.items()},
     )
+    if fsyncs_before[0] is not None and fsyncs_after[0] is not None:
+        count = fsyncs_after[0] - fsyncs_before[0]
+        result["leader_fsyncs"] = count
+        result["puts_per_leader_fsync"] = round(result["puts"] / count, 1) if count else None
+        if fsyncs_before[1] is not None and count:
+            result["leader_fsync_mean_ms"] = round(1e3 * (fsyncs_after[1] - fsyncs_before[1]) / count, 3)
     return result
+
+
+def _fsyncs(system, name):
+    try:
+        return system.fsyncs(name)
+    except Exception:  # a figure we can do without
+        return None, None
 
 
 def idle_cpu(system, seconds=2.0):
@@ -215,6 +248,17 @@ def format_level(etcd, geo):
     for name, a, b, digits in rows:
         lines.append("  %-26s %*s  %*s  %10s" % (name, w1, _num(a, digits), w2, _num(b, digits), _ratio(b, a)))
     lines.append("  %-26s %*s  %*s" % ("  per node (L=leader)", w1, _split(etcd), w2, _split(geo)))
+    def fsync_text(r):
+        if r.get("leader_fsyncs") is None:
+            return "-"
+        text = "%d" % r["leader_fsyncs"]
+        if r.get("puts_per_leader_fsync"):
+            text += ", %.1f puts each" % r["puts_per_leader_fsync"]
+        if r.get("leader_fsync_mean_ms") is not None:
+            text += ", %.2f ms" % r["leader_fsync_mean_ms"]
+        return text
+
+    lines.append("  %-26s %*s  %*s" % ("leader log fsyncs", w1, fsync_text(etcd), w2, fsync_text(geo)))
     rss = [" / ".join("%.0f" % r["server_rss_mb"][n] for n in r["nodes"]) for r in (etcd, geo)]
     lines.append("  %-26s %*s  %*s" % ("  RSS MB per node after", w1, rss[0], w2, rss[1]))
     errs = [", ".join("%s=%d" % kv for kv in sorted(r["errors"].items())) or "none" for r in (etcd, geo)]
