@@ -109,6 +109,8 @@ def main(argv=None):
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second (default 200)")
     p.add_argument("--read-ratio", type=float, default=0.0)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--idle", action="store_true",
+                   help="the wall profile also keeps idle samples (a thread waiting in epoll), so its shares are of all time")
     p.add_argument("--raw", default=None, help="keep py-spy's raw output in this file")
     p.add_argument("--py-spy", default=None, help="the py-spy binary (default: next to python, or on PATH)")
     args = p.parse_args(argv)
@@ -145,7 +147,7 @@ def main(argv=None):
                                    "--rate", str(args.rate), "--format", "raw", "--nonblocking",
                                    "--output", path] + flags,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                 for path, flags in ((raw_path, []), (gil_path, ["--gil"]))]
+                 for path, flags in ((raw_path, ["--idle"] if args.idle else []), (gil_path, ["--gil"]))]
         for spy in spies:
             spy_out = spy.communicate(timeout=args.duration + 60)[0]
             if spy.returncode != 0:
@@ -191,7 +193,8 @@ def main(argv=None):
           % (leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
     for title, (total, own, inclusive, stages) in (
         ("GIL held (Python running: on-CPU time)", gil_profile),
-        ("active threads (wall time, blocking syscalls such as fdatasync included)", wall_profile),
+        ("all samples, idle ones included (wall time)" if args.idle else
+         "active threads (wall time, blocking syscalls such as fdatasync included)", wall_profile),
     ):
         print("\n== %s: %d samples in %d s at %d Hz = %.0f%% of the time" % (
             title, total, wall, args.rate, 100.0 * total / (args.rate * wall)))
