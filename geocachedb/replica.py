@@ -50,11 +50,12 @@ class _Incoming:
 
 class Replica:
     def __init__(self, node_id, voters, log, transport, state_machine, rng, config=None,
-                 snapshot_store=None, learners=()):
+                 snapshot_store=None, learners=(), addresses=None):
         """``voters``/``learners`` bootstrap a new cluster; once the state
         machine has applied a CONF entry (or installed a snapshot) the
         configuration comes from there and from the log, and these are
-        ignored.  A node joining an existing cluster passes no voters: it
+        ignored (so is ``addresses``, member id -> peer address, which the
+        first membership change records for every member).  A node joining an existing cluster passes no voters: it
         waits to hear from the leader.  ``snapshot_store`` spools incoming
         snapshots (`geocachedb.snapshots`; default: in memory, which loses a
         finished-but-uninstalled snapshot in a crash, so a node passes a
@@ -83,9 +84,10 @@ class Replica:
         stored = getattr(state_machine, "configuration", lambda: None)()
         if stored is not None:
             base = confchange.decode(stored)
-            voters, learners = base.voters.voters, base.learners
+            voters, learners, addresses = base.voters.voters, base.learners, base.addresses
         self.core = RaftCore(node_id, voters, log, self.config, rng,
-                             applied=state_machine.applied_index, learners=learners)
+                             applied=state_machine.applied_index, learners=learners,
+                             addresses=addresses)
         self._ticks = 0
         # Compaction never passes an index whose storage batch might still
         # be undone by an OS crash (LMDB without meta sync loses at most its
@@ -142,6 +144,11 @@ class Replica:
         """``[(node_id, 'voter'|'learner')]``: the configuration in force
         here (the newest in this node's log, possibly not yet committed)."""
         return confchange.members(self.core.membership)
+
+    def addresses(self):
+        """``{node_id: address}`` recorded in the configuration in force
+        (those given to `propose_conf_change` or at bootstrap)."""
+        return dict(self.core.membership.addresses)
 
     def status(self):
         """The core's status (see `RaftCore.status`: role, term, leader,
@@ -212,10 +219,11 @@ class Replica:
             return
         self._reads[context] = (callback, self._ticks + self.config.election_ticks)
 
-    def propose_conf_change(self, kind, node_id, callback):
+    def propose_conf_change(self, kind, node_id, callback, address=None):
         """Change the membership by one node: ``kind`` is ``add_voter``,
         ``add_learner``, ``promote`` (a caught-up learner becomes a voter)
-        or ``remove``.  ``callback(members, None)`` once the change is
+        or ``remove``; ``address`` (where the node listens) is recorded in
+        the configuration.  ``callback(members, None)`` once the change is
         applied here (``members`` as `members()` returns it after the
         change); `NotLeader` on a follower; `Unavailable` when another
         change is in progress, a new leader has not committed an entry of
@@ -223,7 +231,7 @@ class Replica:
         `InvalidArgument` for a change that makes no sense (adding a member,
         promoting a voter, removing the last voter, a learner that is not
         caught up)."""
-        index, reason = self.core.propose_conf_change(kind, node_id)
+        index, reason = self.core.propose_conf_change(kind, node_id, address)
         if index is None:
             if isinstance(reason, confchange.ConfChangeBusy):
                 error = errors.Unavailable(str(reason))
@@ -276,6 +284,14 @@ class Replica:
         if meta is None:
             meta = SnapshotMeta(index, 0, self.core.membership)
         return meta, self._sm.snapshot_chunks()
+
+    def close(self):
+        """Release what snapshot transfers hold (storage read transactions,
+        a partial spool).  Call before closing the storage."""
+        for peer in sorted(self._senders):
+            self._drop_sender(peer)
+        if self._incoming is not None:
+            self._abort_incoming()
 
     # ---------------------------------------------------------- the loop --
 
@@ -438,7 +454,7 @@ class Replica:
                 error = "leadership transfer to %s timed out" % target
             else:
                 return
-        elif core.lead is not None and core.lead not in (target, core.id):
+        elif core.lead is not None and core.lead != target:
             error = "%s became leader instead of %s" % (core.lead, target)
         elif self._ticks >= deadline:
             error = "leadership transfer to %s timed out" % target

@@ -376,18 +376,20 @@ class FileSnapshotStore:
 # -------------------------------------------------------------- restore --
 
 
-def restore_as_new_cluster(state_machine, raft_log, node_id, chunks):
+def restore_as_new_cluster(state_machine, raft_log, node_id, chunks, address=None):
     """Start a new one-voter cluster from a backup: load ``chunks`` (an
     `IStorage.snapshot_out` stream) into the state machine, make
     ``node_id`` the only voter, and start the Raft log right after the
     snapshot's index.  ``raft_log`` must be empty (a new data directory);
-    the other members then join through membership changes.  Raises
+    the other members then join through membership changes.  ``address``
+    is recorded as where ``node_id`` listens.  Raises
     ValueError on a corrupt backup (nothing is changed then)."""
     if raft_log.last_index() != 0 or raft_log.hard_state().term != 0:
         raise ValueError("restore needs an empty Raft log (a new data directory)")
     state_machine.restore(chunks)
     index = state_machine.applied_index
-    config = confchange.encode(confchange.ClusterConfig([node_id]))
+    addresses = {node_id: address} if address else None
+    config = confchange.encode(confchange.ClusterConfig([node_id], addresses=addresses))
     from geocachedb.statemachine import CONF_KEY
 
     # The backup's configuration names the old cluster; this one starts

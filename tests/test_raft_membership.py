@@ -36,6 +36,16 @@ class ChangeValidation(SynchronousTestCase):
                            ("add_voter", ""), ("add_voter", "a b"), ("add_voter", "x,y")]:
             self.assertRaises(ConfChangeError, confchange.apply_change, c, kind, node)
 
+    def test_a_configuration_records_member_addresses_for_the_host(self):
+        c = ClusterConfig("ab", addresses={"a": "10.0.0.1:1", "b": "10.0.0.2:1", "zz": "x:1"})
+        self.assertEqual(c.addresses, {"a": "10.0.0.1:1", "b": "10.0.0.2:1"})
+        c2 = confchange.apply_change(c, "add_learner", "c", "10.0.0.3:1")
+        self.assertEqual(c2.addresses["c"], "10.0.0.3:1")
+        self.assertEqual(confchange.decode(confchange.encode(c2)), c2)
+        c3 = confchange.apply_change(c2, "remove", "a")
+        self.assertNotIn("a", c3.addresses)
+        self.assertRaises(ConfChangeError, confchange.apply_change, c, "add_voter", "d", "bad addr")
+
     def test_a_conf_entry_carries_the_whole_configuration(self):
         data = confchange.encode(ClusterConfig("ab", "c"), "add_learner", "c")
         self.assertEqual(confchange.decode(data), ClusterConfig("ab", "c"))
@@ -382,6 +392,19 @@ class ReplicaMembership(SynchronousTestCase):
         net.tick(40)  # the isolated leader steps down (check quorum)
         self.assertIsInstance(got[1][1], errors.Unavailable)
         self.assertIn("leadership lost", str(got[1][1]))
+
+    def test_addresses_travel_with_the_configuration(self):
+        net = ReplicaNet(["a", "b", "c"])
+        net.until_leader()
+        net.add_node("d")
+        leader = net.until_leader()
+        out = []
+        leader.propose_conf_change("add_learner", "d", lambda r, e: out.append(e), address="h4:5004")
+        net.deliver()
+        net.tick(2)
+        self.assertEqual(out, [None])
+        for r in net.replicas.values():
+            self.assertEqual(r.addresses(), {"d": "h4:5004"})
 
     def test_status_reports_the_configuration(self):
         net = ReplicaNet(["a", "b", "c"])

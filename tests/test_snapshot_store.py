@@ -223,10 +223,11 @@ class RestoreAsNewCluster(SynchronousTestCase):
     def test_a_backup_becomes_a_one_voter_cluster_that_elects_itself(self):
         storage, log = MemoryStorage(), MemoryRaftLog()
         sm = KVStateMachine(storage)
-        index = restore_as_new_cluster(sm, log, "solo", self.backup())
+        index = restore_as_new_cluster(sm, log, "solo", self.backup(), address="h:1")
         self.assertEqual(index, 77)
         r = Replica("solo", ["ignored"], log, _NoWire(), sm, random.Random(2))
         self.assertEqual(r.members(), [("solo", "voter")])
+        self.assertEqual(r.addresses(), {"solo": "h:1"})
         r.tick()
         r.process()
         self.assertEqual(r.role, "leader")

@@ -54,12 +54,23 @@ def check_node_id(node_id):
         raise ConfChangeError("node id %r contains a space, ',' or '='" % (node_id,))
 
 
-def apply_change(config, kind, node_id):
+def check_address(address):
+    if not isinstance(address, str) or not address or len(address) > 255 or any(
+            c.isspace() for c in address):
+        raise ConfChangeError("bad address %r" % (address,))
+
+
+def apply_change(config, kind, node_id, address=None):
     """The configuration that results from one change to ``config``; raises
-    `ConfChangeError` when the change makes no sense."""
+    `ConfChangeError` when the change makes no sense.  ``address`` (where
+    an added node listens) is recorded for the host; it may also update a
+    member's address on promote."""
     check_node_id(node_id)
+    if address is not None:
+        check_address(address)
     voters = set(config.voters.voters)
     learners = set(config.learners)
+    addresses = dict(config.addresses)
     if kind == ADD_VOTER:
         if node_id in voters:
             raise ConfChangeError("%s is already a voter" % node_id)
@@ -83,13 +94,17 @@ def apply_change(config, kind, node_id):
         learners.discard(node_id)
     else:
         raise ConfChangeError("unknown change %r (one of %s)" % (kind, ", ".join(KINDS)))
-    return ClusterConfig(voters, learners)
+    if address is not None and kind != REMOVE:
+        addresses[node_id] = address
+    return ClusterConfig(voters, learners, addresses)
 
 
 def encode(config, kind="", node_id=""):
     """The data of a CONF entry: the whole configuration after the change
     (sorted, so every node encodes a configuration identically)."""
     doc = {"voters": list(config.voters.voters), "learners": list(config.learners)}
+    if config.addresses:
+        doc["addresses"] = config.addresses
     if kind:
         doc["change"] = [kind, node_id]
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -114,7 +129,15 @@ def decode(data):
             raise ValueError(str(e)) from None
     if set(voters) & set(learners):
         raise ValueError("a node is both voter and learner")
-    return ClusterConfig(voters, learners)
+    addresses = doc.get("addresses", {})
+    if not isinstance(addresses, dict):
+        raise ValueError("CONF entry is not a configuration")
+    for node_id, address in addresses.items():
+        try:
+            check_address(address)
+        except ConfChangeError as e:
+            raise ValueError(str(e)) from None
+    return ClusterConfig(voters, learners, addresses)
 
 
 def describe(data):

@@ -100,7 +100,8 @@ def snapshot_chunk(to, frm, term, meta, offset, data, last):
 
 
 class RaftCore:
-    def __init__(self, node_id, voters, storage, config=None, rng=None, applied=0, learners=()):
+    def __init__(self, node_id, voters, storage, config=None, rng=None, applied=0, learners=(),
+                 addresses=None):
         """``voters``/``learners``: the configuration as of ``applied`` (the
         state machine's applied index; the host reads it from the state
         machine, or uses the bootstrap members of a new cluster).  CONF
@@ -110,7 +111,7 @@ class RaftCore:
         self.id = node_id
         self.config = config or RaftConfig()
         self.rng = rng
-        self.log = RaftLog(storage, ClusterConfig(voters, learners), applied)
+        self.log = RaftLog(storage, ClusterConfig(voters, learners, addresses), applied)
         conf_index, conf = self.log.confs.latest()
         self._conf_index = conf_index
         self.tracker = ProgressTracker(conf, self.config.max_inflight, node_id)
@@ -219,8 +220,9 @@ class RaftCore:
         self._pending_bcast |= _BCAST_ENTRIES
         return index
 
-    def propose_conf_change(self, kind, node_id):
-        """Append a CONF entry changing one member (`confchange.KINDS`).
+    def propose_conf_change(self, kind, node_id, address=None):
+        """Append a CONF entry changing one member (`confchange.KINDS`);
+        ``address`` is recorded for the host (where that member listens).
         Returns ``(index, None)``, or ``(None, reason)`` where reason is
         the string ``"not leader"``, a `confchange.ConfChangeBusy` (retry
         later) or the `confchange.ConfChangeError` of an invalid change."""
@@ -239,7 +241,7 @@ class RaftCore:
             return None, confchange.ConfChangeBusy("a membership change is in progress")
         config = self.tracker.config
         try:
-            new = confchange.apply_change(config, kind, node_id)
+            new = confchange.apply_change(config, kind, node_id, address)
         except confchange.ConfChangeError as e:
             return None, e
         if kind == confchange.PROMOTE:

@@ -154,14 +154,18 @@ class Progress:
 class ClusterConfig:
     """The membership a core works with: voters (a `MajorityConfig`) and
     learners, which receive the log but neither vote nor count toward a
-    quorum.  Immutable; membership changes build a new one
+    quorum.  ``addresses`` (member id -> peer address) rides along for the
+    host, which must know where new members listen; the core ignores it.
+    Immutable; membership changes build a new one
     (`geocachedb.raft.confchange`)."""
 
-    __slots__ = ("voters", "learners")
+    __slots__ = ("voters", "learners", "addresses")
 
-    def __init__(self, voters, learners=()):
+    def __init__(self, voters, learners=(), addresses=None):
         self.voters = MajorityConfig(voters)
         self.learners = tuple(sorted(set(learners) - set(self.voters.voters)))
+        members = set(self.voters.voters) | set(self.learners)
+        self.addresses = {k: v for k, v in sorted((addresses or {}).items()) if k in members}
 
     def ids(self):
         return self.voters.voters + self.learners
@@ -171,7 +175,7 @@ class ClusterConfig:
 
     def __eq__(self, other):
         return (isinstance(other, ClusterConfig) and self.voters.voters == other.voters.voters
-                and self.learners == other.learners)
+                and self.learners == other.learners and self.addresses == other.addresses)
 
     def __ne__(self, other):
         return not self == other
