@@ -405,11 +405,20 @@ class Pager:
     def writable(self, pno):
         """Return ``(pno', node)``: the node of page ``pno`` made writable,
         copied to a new page unless this transaction already owns it."""
+        node = self.node(pno)
         if pno in self._txn_pages:
-            node = self.node(pno)
             self.touch(pno, node)
             return pno, node
-        node = self.node(pno).copy()
+        if self._readers:
+            node = node.copy()  # a snapshot may still read the old version
+        else:
+            # Nothing will read the old version from memory again: after
+            # the commit its page is free, after an abort it is read back
+            # from disk.  So the node object moves to its new page instead
+            # of being copied -- in a big tree, copying (a refcount touch
+            # per key and value, scattered in memory) cost more than the
+            # rest of a put.
+            del self._cache[pno]
         self._pending.append(pno)
         return self.add_node(node), node
 
