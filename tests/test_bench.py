@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from geocachedb.bench import etcd_wire
 from geocachedb.bench.cli import PERCENTILES
 from geocachedb.bench.compare import format_level
+from geocachedb.bench.etcd_cluster import EtcdCluster, find_etcd
 from geocachedb.bench.load import make_key
 from geocachedb.testing.processes import NodeProcess, free_port
 
@@ -169,6 +170,40 @@ def _etcd_messages():
     pool.Add(f)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName("etcdtest." + name))
             for name in ("PutRequest", "RangeRequest", "StatusResponse")}
+
+
+def _have_grpc():
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class BenchAgainstARealEtcdTests(SynchronousTestCase):
+    """Only where an etcd binary and grpcio are installed (apt-get install
+    etcd-server; pip install 'geocachedb[bench]')."""
+
+    if not find_etcd():
+        skip = "no etcd binary on PATH (apt-get install etcd-server)"
+    elif not _have_grpc():
+        skip = "grpcio is not installed (pip install 'geocachedb[bench]')"
+
+    def test_etcd_protocol_puts_and_linearizable_gets_against_one_member(self):
+        base = os.path.abspath(self.mktemp())
+        cluster = EtcdCluster(base, 1, find_etcd())
+        self.addCleanup(cluster.stop_all)
+        cluster.start(timeout=20)
+        address = cluster["etcd1"].address
+        result = bench("--protocol", "etcd", "--endpoints", address, "--ops", 200, "--concurrency", 8, "--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        s = json.loads(result.stdout)
+        self.assertEqual((s["ops"], s["puts"], s["errors"]), (200, 200, {}))
+        self.assertEqual(s["config"]["protocol"], "etcd")
+        result = bench("--protocol", "etcd", "--endpoints", address, "--ops", 100, "--read-ratio", 1, "--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["gets"], 100)
+        self.assertGreater(cluster["etcd1"].status()["raft_index"], 200)
 
 
 class EtcdWireTests(SynchronousTestCase):
