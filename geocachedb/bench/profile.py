@@ -40,6 +40,22 @@ def frame_name(frame):
     return _LINE.sub(")", frame.strip())
 
 
+def main_thread_only(lines):
+    """From raw output recorded with ``--threads`` (each stack starts with a
+    ``thread (TID): NAME`` frame): the main thread's samples, that frame
+    removed.  Idle worker threads (a thread pool waiting on its queue)
+    would otherwise swamp an ``--idle`` profile."""
+    out = []
+    for line in lines:
+        first, sep, rest = line.partition(";")
+        if first.startswith("thread ("):
+            if "MainThread" in first and sep:
+                out.append(rest)
+        else:
+            out.append(line)
+    return out
+
+
 def summarize_raw(lines):
     """Self and inclusive sample counts per function from py-spy's raw
     (collapsed stack) output: ``frame;frame;...;frame COUNT`` per line."""
@@ -110,7 +126,7 @@ def main(argv=None):
     p.add_argument("--read-ratio", type=float, default=0.0)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--idle", action="store_true",
-                   help="the wall profile also keeps idle samples (a thread waiting in epoll), so its shares are of all time")
+                   help="the wall profile keeps the main thread's idle samples too (waiting in epoll), so its shares are of all its time")
     p.add_argument("--raw", default=None, help="keep py-spy's raw output in this file")
     p.add_argument("--py-spy", default=None, help="the py-spy binary (default: next to python, or on PATH)")
     args = p.parse_args(argv)
@@ -147,7 +163,7 @@ def main(argv=None):
                                    "--rate", str(args.rate), "--format", "raw", "--nonblocking",
                                    "--output", path] + flags,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                 for path, flags in ((raw_path, ["--idle"] if args.idle else []), (gil_path, ["--gil"]))]
+                 for path, flags in ((raw_path, ["--idle", "--threads"] if args.idle else []), (gil_path, ["--gil"]))]
         for spy in spies:
             spy_out = spy.communicate(timeout=args.duration + 60)[0]
             if spy.returncode != 0:
@@ -169,6 +185,8 @@ def main(argv=None):
         cluster.stop_all()
     with open(raw_path) as f:
         lines = f.readlines()
+    if args.idle:
+        lines = main_thread_only(lines)
     wall_profile = summarize_raw(lines) + (by_stage(lines),)
     with open(gil_path) as f:
         lines = f.readlines()
@@ -193,7 +211,7 @@ def main(argv=None):
           % (leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
     for title, (total, own, inclusive, stages) in (
         ("GIL held (Python running: on-CPU time)", gil_profile),
-        ("all samples, idle ones included (wall time)" if args.idle else
+        ("the main (reactor) thread, idle samples included (wall time)" if args.idle else
          "active threads (wall time, blocking syscalls such as fdatasync included)", wall_profile),
     ):
         print("\n== %s: %d samples in %d s at %d Hz = %.0f%% of the time" % (
