@@ -1,0 +1,72 @@
+"""Bugs the simulator found in the real core, each pinned to its seed.
+
+A pinned seed replays the exact run that exposed the bug (default
+`SimConfig`, the given cluster size), so it must stay clean from now on.
+A seed's run depends on the simulator and the core consuming the RNG the
+same way; when either changes, the seed explores a different run, which is
+why each bug also has a test that puts the bug back (monkeypatched) and
+checks that the simulator still finds it.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from geocachedb.raft import core
+from geocachedb.testing import sim
+from geocachedb.testing.faults import KINDS, NemesisConfig
+from geocachedb.testing.workload import WorkloadConfig
+
+# (seed, nodes, what went wrong)
+STALE_READ_AFTER_RESTART = (
+    "a follower's forwarded read batches were numbered from 1 in every "
+    "incarnation, so a READ_INDEX_RESP delayed past a restart answered the new "
+    "incarnation's batch with the old, lower read index: a stale read.  Failed "
+    "on the core of ba6b6c9, fixed by 809a6d1 (a per-incarnation nonce in the "
+    "batch context, and the answer must come from the leader asked)"
+)
+
+PINNED = [
+    (1961, 5, STALE_READ_AFTER_RESTART),
+    (1983, 5, STALE_READ_AFTER_RESTART),
+]
+
+
+class PinnedSeeds(SynchronousTestCase):
+    def test_pinned_seeds_stay_clean(self):
+        failures = []
+        for seed, nodes, bug in PINNED:
+            result = sim.run_seed(seed, nodes, sim.SimConfig())
+            if not result.ok:
+                failures.append(
+                    "seed %d (%d nodes), once: %s\n  now: %s\n  replay: %s"
+                    % (seed, nodes, bug, result.violations[0],
+                       sim.replay_command(seed, nodes))
+                )
+        self.assertEqual(failures, [], "\n".join(failures))
+
+
+class StaleReadAfterRestart(SynchronousTestCase):
+    def test_simulator_still_finds_read_batches_that_repeat_across_restarts(self):
+        # Put the bug back: every incarnation numbers its batches the same.
+        original = core.RaftCore.__init__
+
+        def init(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            self._read_nonce = b"\0" * 8
+
+        self.patch(core.RaftCore, "__init__", init)
+        weights = {kind: 0 for kind in KINDS}
+        weights.update({"crash-loop": 3, "crash": 2, "delay": 2})
+        for seed in range(1000):
+            config = sim.SimConfig(
+                swarm=False,
+                nemesis=NemesisConfig(
+                    weights=weights, base_spike=0.1, base_spike_delay=300, quick_restart=1.0
+                ),
+                workload=WorkloadConfig(get_weight=70, put_weight=30, delete_weight=0),
+            )
+            result = sim.run_seed(seed, 3 if seed % 2 == 0 else 5, config)
+            if not result.ok:
+                print("caught at seed %d" % seed)
+                self.assertEqual({v.kind for v in result.violations}, {"linearizability"})
+                return
+        self.fail("the simulator no longer finds the stale read after restart")
