@@ -178,21 +178,20 @@ def main(argv=None):
         if WINDOW_END not in rest:
             print("the load did not finish cleanly: %s" % rest.decode("utf-8", "replace"), file=sys.stderr)
         fsyncs_after = fsyncs(node)
+        with open(raw_path) as f:
+            lines = f.readlines()
+        if args.idle:
+            lines = main_thread_only(lines)
+        wall_profile = summarize_raw(lines) + (by_stage(lines),)
+        with open(gil_path) as f:
+            lines = f.readlines()
+        gil_profile = summarize_raw(lines) + (by_stage(lines),)
     finally:
         if bench is not None and bench.poll() is None:
             bench.kill()
             bench.wait()
         cluster.stop_all()
-    with open(raw_path) as f:
-        lines = f.readlines()
-    if args.idle:
-        lines = main_thread_only(lines)
-    wall_profile = summarize_raw(lines) + (by_stage(lines),)
-    with open(gil_path) as f:
-        lines = f.readlines()
-    gil_profile = summarize_raw(lines) + (by_stage(lines),)
-    if not args.raw:
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)  # the cluster's data (and the raw profiles unless --raw)
     ops = max(1, result["ops"])
     writes = max(1, result["puts"])
     print("geocachedb code: %s; load average %s" % (
