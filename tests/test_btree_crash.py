@@ -35,10 +35,11 @@ from geocachedb.storage.btree.check import check_file
 from geocachedb.storage.btree.node import PAGE_SIZE, decode_meta
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# BTREE_CRASH_KILLS / BTREE_CRASH_SEED for longer hunts; the defaults keep
+# BTREE_CRASH_KILLS / BTREE_CRASH_SEED / BTREE_POWER_LOSS_SEED for hunts; the defaults keep
 # the suite fast.
 KILLS = int(os.environ.get("BTREE_CRASH_KILLS", 24))
 SEED = int(os.environ.get("BTREE_CRASH_SEED", 20240611))
+POWER_LOSS_SEED = int(os.environ.get("BTREE_POWER_LOSS_SEED", 7))
 
 
 def make_batch(seed, i):
@@ -189,7 +190,7 @@ class _UnsyncedWrites:
 class PowerLossTests(SynchronousTestCase):
     def test_power_loss_at_any_point_of_a_commit_gives_old_or_new_state(self):
         directory = self.mktemp()
-        rng = random.Random(7)
+        rng = random.Random(POWER_LOSS_SEED)
         seed = 99
         model = {}
         outcomes = set()

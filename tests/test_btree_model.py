@@ -2,7 +2,7 @@
 
 Rules put, delete, run batches (small hand-picked ones and large seeded
 ones, with the applied index), scan with every argument form, read and load
-snapshots, reopen, and send bad input; after every step the file must pass
+snapshots (some kept open across later commits), reopen, and send bad input; after every step the file must pass
 the checker and hold exactly the model.
 
 Keys come from a small pool so that puts overwrite and deletes hit.  Pool
@@ -61,6 +61,7 @@ class BTreeAgainstDict(RuleBasedStateMachine):
         self.store = self.open()
         self.model = {}
         self.applied = 0
+        self.snapshots = []  # [(iterator, chunks read so far, expected items, applied)]
 
     def open(self):
         return BTreeStorage(self.dir, cache_pages=64, spill_pages=64)
@@ -146,6 +147,23 @@ class BTreeAgainstDict(RuleBasedStateMachine):
         reader = snapshot.SnapshotReader(chunks)
         self.assertEqual(list(reader.items()), before)
 
+    @precondition(lambda self: len(self.snapshots) < 3)
+    @rule(read_one=st.booleans())
+    def open_a_snapshot_and_keep_it(self, read_one):
+        # Held across the following steps: pages freed meanwhile must stay
+        # put until it is finished, with several readers of different ages.
+        chunks = self.store.snapshot_out()
+        first = [next(chunks)] if read_one else []
+        self.snapshots.append((chunks, first, sorted(self.model.items()), self.applied))
+
+    @precondition(lambda self: self.snapshots)
+    @rule(which=st.integers(0, 2))
+    def finish_a_kept_snapshot(self, which):
+        chunks, read, expected, applied = self.snapshots.pop(which % len(self.snapshots))
+        reader = snapshot.SnapshotReader(read + list(chunks))
+        self.assertEqual(list(reader.items()), expected)
+        self.assertEqual(reader.applied_index, applied)
+
     @rule(seed=st.integers(0, 2**32))
     def snapshot_in(self, seed):
         rng = random.Random(seed)
@@ -169,6 +187,10 @@ class BTreeAgainstDict(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store.close()
+        for chunks, _, _, _ in self.snapshots:
+            with self.assertRaises(RuntimeError):
+                next(chunks)
+        self.snapshots = []
         self.store = self.open()
 
     @invariant()
@@ -200,7 +222,7 @@ class BTreeAgainstDict(RuleBasedStateMachine):
 
 BTreeAgainstDict.TestCase.settings = settings(
     # BTREE_MODEL_EXAMPLES=500 for a longer hunt; the default keeps CI fast.
-    max_examples=int(os.environ.get("BTREE_MODEL_EXAMPLES", 25)),
+    max_examples=int(os.environ.get("BTREE_MODEL_EXAMPLES", 60)),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
