@@ -1,10 +1,11 @@
 """Bugs the simulator found in the real core, each pinned to its seed.
 
-A pinned seed replays the exact run that exposed the bug (default
-`SimConfig`, the given cluster size), so it must stay clean from now on.
-A seed's run depends on the simulator and the core consuming the RNG the
-same way; when either changes, the seed explores a different run, which is
-why each bug also has a test that puts the bug back (monkeypatched) and
+A pinned seed (default `SimConfig`, the given cluster size) is one that
+exposed the bug, so it must stay clean from now on.  A seed's run depends
+on the simulator and the core consuming the RNG the same way: once either
+changes, the seed explores a different run (the seeds below replayed the
+bug with the simulator of commit ffcf7cb over the core of ba6b6c9).  That
+is why each bug also has a test that puts the bug back (monkeypatched) and
 checks that the simulator still finds it.
 """
 

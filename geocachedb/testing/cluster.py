@@ -17,6 +17,7 @@ restart builds a new `Replica` from what survived, as a real restart would.
 """
 
 from geocachedb.raft.types import RaftConfig
+from geocachedb.snapshots import MemorySnapshotStore
 from geocachedb.statemachine import KVStateMachine
 from geocachedb.storage.memory import MemoryStorage
 from geocachedb.testing.disk import SimDisk, SimulatedCrash
@@ -44,6 +45,9 @@ class SimNode:
         self.disk = SimDisk(node_id, observer=cluster.checker)
         self.storage = MemoryStorage()
         self.state_machine = RecordingStateMachine(self.storage, node_id, cluster.checker)
+        # Where incoming InstallSnapshot chunks are spooled; like the disk it
+        # outlives crashes, which lose only a partial spool.
+        self.snapshot_store = MemorySnapshotStore()
         self.replica = None
         self.transport = None
         self.up = False
@@ -78,6 +82,7 @@ class SimNode:
                 self.state_machine,
                 rng,
                 cluster.raft_config(),
+                snapshot_store=self.snapshot_store,
             )
         except SimulatedCrash:
             self._crashed()
@@ -142,6 +147,7 @@ class SimNode:
         cluster.scheduler.cancel(self._process_handle)
         self._tick_handle = self._process_handle = None
         self.disk.crash(cluster.scheduler.rng, cluster.config.torn_write_probability)
+        self.snapshot_store.crash()
         cluster.checker.forget(self.node_id)
         cluster.node_crashed(self.node_id)
 
@@ -206,9 +212,10 @@ class ClusterConfig:
 
     With ``randomize_raft`` each seed draws its own Raft tunables (batch
     size, pipelining window, heartbeat and election timeouts, pre-vote and
-    check-quorum on or off): every configuration a user may choose must be
-    safe, and small batches and windows exercise the flow-control paths
-    that the defaults hardly reach.
+    check-quorum on or off, how often the log is compacted and the size of
+    snapshot chunks): every configuration a user may choose must be safe,
+    and small batches, windows and logs exercise the flow-control and
+    InstallSnapshot paths that the defaults hardly reach.
     """
 
     torn_write_probability = 0.5  # on crash, keep a random prefix of unsynced writes
@@ -241,6 +248,11 @@ def draw_raft_options(rng, config):
             max_inflight=rng.choice([1, 2, 4, 256]),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
+            # Compact often, so that lagging and restarted followers need
+            # InstallSnapshot, streamed in small chunks.
+            snapshot_entries=rng.choice([0, 10, 30, 100]),
+            compaction_overhang=rng.choice([0, 3, 20]),
+            snapshot_chunk_bytes=rng.choice([16, 256, 4096, 256 * 1024]),
         )
     return options
 

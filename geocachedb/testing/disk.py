@@ -88,6 +88,8 @@ class SimDisk:
         self.crashes = 0
         self.torn_writes = 0
         self.lost_writes = 0
+        self.compactions = 0
+        self.resets = 0  # the log replaced by an installed snapshot
 
     def open(self, before_sync=None):
         """A fresh `SimRaftLog` over what is durable now (after a crash, or
@@ -237,12 +239,14 @@ class SimRaftLog:
         if index > image.last_index():
             raise ValueError("compact(%d) beyond last index %d" % (index, image.last_index()))
         op = ("compact", index, term)
+        self._disk.compactions += 1
         image.apply(op)
         self._pending.append(op)
 
     def reset(self, index, term):
         self._check()
         op = ("reset", index, term)
+        self._disk.resets += 1
         self._image.apply(op)
         self._pending.append(op)
 

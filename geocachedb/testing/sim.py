@@ -65,6 +65,7 @@ class SimResult:
         self.ops = {}
         self.faults = {}
         self.messages = 0
+        self.storage_events = {}  # fsyncs, compactions, snapshots installed, ...
         self.events = 0
         self.fingerprint = ""
         self.wall = 0.0
@@ -157,6 +158,14 @@ class Simulation:
         result.ops = dict(self.workload.counts)
         result.faults = dict(self.nemesis.counts)
         result.messages = self.cluster.network.sent
+        nodes = list(self.cluster.nodes.values())
+        result.storage_events = {
+            "fsyncs": sum(n.disk.fsyncs for n in nodes),
+            "crashes": sum(n.disk.crashes for n in nodes),
+            "torn writes": sum(n.disk.torn_writes for n in nodes),
+            "compactions": sum(n.disk.compactions for n in nodes),
+            "snapshots installed": sum(n.snapshot_store.finished for n in nodes),
+        }
         result.events = self.scheduler.events_run
         result.fingerprint = self._fingerprint()
         return result
@@ -358,7 +367,7 @@ def main(argv=None):
     else:
         seeds = range(args.first_seed, args.first_seed + args.seeds)
     started = time.perf_counter()
-    totals = {"ops": {}, "faults": {}, "messages": 0}
+    totals = {"ops": {}, "faults": {}, "messages": 0, "storage": {}}
     by_size = {}
     failures = []
     for seed in seeds:
@@ -372,6 +381,8 @@ def main(argv=None):
         for k, v in result.faults.items():
             totals["faults"][k] = totals["faults"].get(k, 0) + v
         totals["messages"] += result.messages
+        for k, v in result.storage_events.items():
+            totals["storage"][k] = totals["storage"].get(k, 0) + v
         if args.verbose:
             print("seed %d (%d nodes): %s, %d ops, %d faults, %d messages, %.2fs, fingerprint %s"
                   % (seed, size, "ok" if result.ok else "FAIL", result.operations,
@@ -397,6 +408,7 @@ def main(argv=None):
         ops.get("invoked", 0), ops.get("ok", 0), ops.get("unknown", 0),
         ops.get("failed", 0), ops.get("redirects", 0)))
     print("messages sent: %d" % totals["messages"])
+    print("disk: %s" % ", ".join("%s %d" % kv for kv in totals["storage"].items()))
     print("faults injected: %d (%s)" % (sum(faults.values()), ", ".join(
         "%s %d" % (k, faults.get(k, 0)) for k in KINDS)))
     print("violations: %d%s" % (len(failures), "" if not failures else " (seeds: %s)" % ", ".join(
