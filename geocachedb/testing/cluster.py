@@ -206,6 +206,10 @@ class SimNode:
         if self._call(self.replica.read_barrier, callback):
             self.schedule_process()
 
+    def transfer_leadership(self, target, callback):
+        if self._call(self.replica.transfer_leadership, target, callback):
+            self.schedule_process()
+
 
 class ClusterConfig:
     """Knobs of the simulated machines (faults are in `faults.NemesisConfig`).

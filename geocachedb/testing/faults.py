@@ -18,6 +18,8 @@ duration schedules its own undo, so faults overlap freely:
 ``duplication``   a period in which messages are delivered twice
 ``delay``         a period of long, irregular delays (heavy reordering)
 ``clock``         a node's ticks run faster or slower for a while
+``transfer``      the leader is asked to hand leadership to another node
+                  (an operator's action, not a fault, but it races with them)
 
 `stop` cancels what is still to come and heals everything: links, weather,
 clocks, and restarts crashed nodes — so that the run can check that the
@@ -39,6 +41,7 @@ KINDS = (
     "duplication",
     "delay",
     "clock",
+    "transfer",
 )
 
 
@@ -70,6 +73,7 @@ class NemesisConfig:
         "duplication": 1,
         "delay": 1,
         "clock": 2,
+        "transfer": 1,
     }
 
     def __init__(self, **options):
@@ -359,6 +363,18 @@ class Nemesis:
             factor *= f
         node = self.cluster.node(node_id)
         node.tick_interval = max(1, int(round(self._base_tick[node_id] * factor)))
+
+    # -- operations
+
+    def _transfer(self):
+        leaders = self.cluster.leaders()
+        if not leaders:
+            return False
+        leader = self.rng.choice(leaders)
+        target = self.rng.choice([n for n in self.cluster.node_ids if n != leader.node_id])
+        self.trace("transfer leadership %s -> %s" % (leader.node_id, target))
+        leader.transfer_leadership(target, lambda result, error: None)
+        return True
 
     # -- the end
 
