@@ -502,7 +502,8 @@ class Replica:
         index = self._sm.applied_index
         meta = core.snapshot_meta(index)
         chunks_of = getattr(self._sm, "snapshot_chunks", None)
-        if meta is None or chunks_of is None or not meta.config.voters.voters:
+        if (meta is None or chunks_of is None or not meta.config.voters.voters
+                or meta.index == 0):
             # Not known (yet) what configuration holds there: ask again later.
             core.snapshot_failed(peer)
             return

@@ -187,7 +187,9 @@ class Learners(SynchronousTestCase):
         net = Network(["a", "b", "c"])
         net.elect("a")
         a = net.cores["a"]
-        d = new_core("d", [])
+        # d boots knowing the cluster (as a node restarted from an old
+        # backup would), so it is not blank: plain log replication.
+        d = new_core("d", ["a", "b", "c"])
         net.ids.append("d")
         net.cores["d"] = d
         net.applied["d"], net.read_states["d"] = [], []
@@ -231,6 +233,10 @@ class Learners(SynchronousTestCase):
         index, err = a.propose_conf_change("promote", "d")
         self.assertIsInstance(err, ConfChangeError)
         self.assertIn("not caught up", str(err))
+        a.config.promote_max_lag = 1000  # lag is fine, but d misses the change that added it
+        a.tracker.progress["d"].match = a.conf_index - 1
+        self.assertIsInstance(a.propose_conf_change("promote", "d")[1], ConfChangeError)
+        a.config.promote_max_lag = 2
         net.heal()
         net.tick("a", 2)
         index, err = a.propose_conf_change("promote", "d")
@@ -238,6 +244,69 @@ class Learners(SynchronousTestCase):
         net.flush("a")
         self.assertEqual(a.membership, ClusterConfig("abcd"))
         self.assertTrue(d.promotable)
+
+
+class JoiningWithNothing(SynchronousTestCase):
+    def test_a_blank_joiner_asks_for_a_snapshot_instead_of_the_log(self):
+        net = Network(["a", "b", "c"])
+        net.elect("a")
+        net.propose("a")
+        d = new_core("d", [])
+        self.assertTrue(d.is_blank())
+        net.ids.append("d")
+        net.cores["d"] = d
+        net.applied["d"], net.read_states["d"] = [], []
+        net.cores["a"].propose_conf_change("add_learner", "d")
+        net.flush("a")
+        net.tick("a", 2)
+        self.assertEqual(d.log.last_index(), 0)
+        self.assertTrue([m for m in net.sent if m.type == t.SNAPSHOT_RESP and m.frm == "d" and m.reject])
+        self.assertEqual(net.snapshot_requests["a"], ["d"])
+        self.assertEqual(net.cores["a"].tracker.progress["d"].state, "snapshot")
+
+    def test_a_blank_joiner_grants_no_votes(self):
+        d = new_core("d", [])
+        d.step(Message(t.VOTE, "d", "c", 7, log_term=1, index=3))
+        d.step(Message(t.PRE_VOTE, "d", "b", 8, log_term=1, index=3))
+        rd = d.ready()
+        self.assertEqual([(m.type, m.reject) for m in rd.messages],
+                         [(t.VOTE_RESP, True), (t.PRE_VOTE_RESP, True)])
+        self.assertIsNone(d.vote)
+
+    def test_a_blank_joiner_votes_only_for_logs_as_up_to_date_as_a_leader_offered_it(self):
+        d = new_core("d", [], check_quorum=False)  # no lease: the vote rule alone
+        d.step(Message(t.APP, "d", "a", 3, log_term=3, index=40, commit=39))
+        d.ready()
+        d.step(Message(t.VOTE, "d", "c", 4, log_term=2, index=90))  # stale
+        d.step(Message(t.VOTE, "d", "b", 5, log_term=3, index=40))
+        rd = d.ready()
+        self.assertEqual([(m.to, m.reject) for m in rd.messages], [("c", True), ("b", False)])
+        self.assertEqual(d.vote, "b")
+
+    def test_a_wiped_node_re_added_under_its_old_id_cannot_elect_a_stale_candidate(self):
+        # c is cut off with the first configuration {a, b, c}; a is removed,
+        # wiped and added back.  c must not win with the new a's vote: the
+        # old a's log (and the entries it helped commit) is gone.
+        net = ReplicaNet(["a", "b", "c", "d"], pre_vote=False, check_quorum=False)
+        leader = net.until_leader()
+        if leader.node_id in ("a", "c"):
+            net.replicas[leader.node_id].transfer_leadership("b", lambda r, e: None)
+            net.deliver()
+            net.tick(3)
+        net.isolate("c")
+        self.assertIsNone(net.conf_change("remove", "a")[0][1])
+        net.write_many(10)
+        net.crash("a")
+        net.add_node("a")  # a new machine: empty, joining
+        net.isolate("c")
+        net.cut.discard(("c", "a"))
+        net.cut.discard(("a", "c"))
+        # c campaigns again and again: only the new a can hear it
+        for _ in range(60):
+            net.replicas["c"].tick()
+            net.deliver()
+        self.assertNotEqual(net.replicas["c"].role, t.LEADER)
+        self.assertIsNone(net.replicas["a"].core.vote)
 
 
 class RemovingNodes(SynchronousTestCase):

@@ -162,6 +162,10 @@ class RaftCore:
         # received for the host to spool (follower).
         self._snapshot_requests = []
         self._snapshot_chunks = []
+        # A blank node (`is_blank`) remembers the newest (term, index) a
+        # leader offered it: the log it votes as if it held.  In memory
+        # only: after a restart it refuses votes until a leader calls again.
+        self._blank_floor = None
         self._reset_randomized_timeout()
 
     # ------------------------------------------------------------ status --
@@ -187,6 +191,11 @@ class RaftCore:
         """The configuration as of ``index`` (for a snapshot's metadata), or
         None when ``index`` precedes what the log still knows."""
         return self.log.confs.at(index)
+
+    def is_blank(self):
+        """Joined with no configuration and holds nothing yet (a node
+        started to join a running cluster, before its first snapshot)."""
+        return not self.tracker.config.voters.voters and self.log.last_index() == 0
 
     def is_single_voter(self):
         return self.tracker.config.voters.voters == (self.id,)
@@ -245,8 +254,10 @@ class RaftCore:
         except confchange.ConfChangeError as e:
             return None, e
         if kind == confchange.PROMOTE:
+            # Caught up: it holds the configuration in force (so everything
+            # up to the change that added it) and is close to our last index.
             pr = self.tracker.progress[node_id]
-            if log.last_index() - pr.match > self.config.promote_max_lag:
+            if pr.match < self._conf_index or log.last_index() - pr.match > self.config.promote_max_lag:
                 return None, confchange.ConfChangeError(
                     "learner %s is not caught up (match %d, last index %d)"
                     % (node_id, pr.match, log.last_index()))
@@ -500,6 +511,17 @@ class RaftCore:
         can_vote = (self.vote == m.frm
                     or (self.vote is None and self.lead is None)
                     or (pre and m.term > self.term))
+        if self.is_blank():
+            # A node that joins with nothing may be a wiped machine under the
+            # id of a former member: a candidate holding a stale
+            # configuration would count it as that member, whose log (and
+            # the committed entries in it) is gone.  Until it holds a
+            # snapshot, it votes as if its log were the prefix of a leader's
+            # log it has been offered (`_blank_floor`), or not at all.
+            floor = self._blank_floor
+            if floor is None or not (m.log_term > floor[0]
+                                     or (m.log_term == floor[0] and m.index >= floor[1])):
+                can_vote = False
         resp_type = t.PRE_VOTE_RESP if pre else t.VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # The response carries the candidate's term, so a pre-candidate
@@ -596,7 +618,13 @@ class RaftCore:
         elif m.type == t.SNAPSHOT_RESP:
             if pr is not None:
                 pr.recent_active = True
-                if m.reject and pr.state == SNAPSHOT:
+                if m.reject and m.index == 0:
+                    # A joining node with an empty log asks for a snapshot
+                    # rather than the log from its first entry.
+                    if pr.state != SNAPSHOT:
+                        pr.become_snapshot(0)
+                        self._snapshot_requests.append(m.frm)
+                elif m.reject and pr.state == SNAPSHOT:
                     # The follower lost the transfer (restarted, bad data):
                     # probe again; the next heartbeat answer asks the host
                     # for a fresh snapshot.
@@ -833,6 +861,14 @@ class RaftCore:
 
     def _handle_append(self, m):
         log = self.log
+        if m.commit > 0 and self.is_blank():
+            # Joining with nothing: start from a snapshot of the leader's
+            # state (at its applied index, which covers every entry committed
+            # before this node was added), never from a prefix of the log
+            # that may predate the removal of a former member of our id.
+            self._raise_blank_floor(m.log_term, m.index)
+            self._send(Message(t.SNAPSHOT_RESP, m.frm, self.id, self.term, reject=True))
+            return
         if m.index < log.committed:
             # Everything up to our commit index matches any leader's log.
             self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=log.committed))
@@ -852,8 +888,15 @@ class RaftCore:
         self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
                            reject_hint=hint_index, hint_term=hint_term))
 
+    def _raise_blank_floor(self, term, index):
+        floor = self._blank_floor
+        if floor is None or (term, index) > floor:
+            self._blank_floor = (term, index)
+
     def _handle_snapshot(self, m):
         log = self.log
+        if self.is_blank():
+            self._raise_blank_floor(m.log_term, m.index)
         if m.index <= log.committed:
             # We have all of it already: tell the leader where we match.
             self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=log.committed))
