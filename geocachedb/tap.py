@@ -77,6 +77,7 @@ class Options(usage.Options):
         ["max-value", None, MAX_VALUE_SIZE, "Largest value accepted, in bytes.", _positive_int("--max-value")],
         ["heartbeat-interval", None, 100, "Leader heartbeat interval in ms (one Raft tick).", _positive_int("--heartbeat-interval")],
         ["election-timeout", None, 1000, "Election timeout in ms; each node picks a random one in [T, 2T).", _positive_int("--election-timeout")],
+        ["snapshot-entries", None, 10000, "Compact the Raft log once it holds this many applied entries (a follower further behind gets a snapshot).", _positive_int("--snapshot-entries")],
     ]
     optFlags = [
         ["enable-fault-injection", None, "Allow the admin shell's isolate/heal commands (tests only)."],
@@ -148,6 +149,7 @@ def build_node_config(options):
         max_value=options["max-value"],
         fault_injection=options["enable-fault-injection"],
         advertise=advertised_address(options),
+        snapshot_entries=options["snapshot-entries"],
     )
 
 

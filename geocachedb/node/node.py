@@ -26,6 +26,7 @@ from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
 from geocachedb.node.metrics import NodeMetrics
 from geocachedb.raft.types import RaftConfig
+from geocachedb.snapshots import FileSnapshotStore
 from geocachedb.statemachine import KVStateMachine
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage import open_storage
@@ -63,6 +64,7 @@ class NodeConfig:
         max_value=1024 * 1024,
         fault_injection=False,
         advertise=None,
+        snapshot_entries=10000,
     ):
         self.node_id = node_id
         self.data_dir = data_dir
@@ -78,6 +80,7 @@ class NodeConfig:
         self.max_value = max_value
         self.fault_injection = fault_injection
         self.advertise = advertise
+        self.snapshot_entries = snapshot_entries
 
     @property
     def voters(self):
@@ -153,8 +156,12 @@ class Node(service.Service):
         if self._transport_factory is not None:
             self.transport = self._transport_factory(self)
         raft_config = RaftConfig(
-            election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks
+            election_ticks=cfg.election_ticks,
+            heartbeat_ticks=cfg.heartbeat_ticks,
+            snapshot_entries=cfg.snapshot_entries,
         )
+        addresses = dict(cfg.peers)
+        addresses[cfg.node_id] = cfg.advertise or ""
         self.replica = Replica(
             cfg.node_id,
             cfg.voters,
@@ -163,6 +170,10 @@ class Node(service.Service):
             self.state_machine,
             random.Random(),
             raft_config,
+            # Incoming snapshots spool to disk: one finished before a crash
+            # is installed at the next start.
+            snapshot_store=FileSnapshotStore(os.path.join(cfg.data_dir, "snapshot")),
+            addresses=addresses,
         )
         self.log_level.install()
         self._started_at = self._reactor.seconds()
@@ -181,6 +192,8 @@ class Node(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        if self.replica is not None:
+            self.replica.close()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         for _, retry in self._waiting:
