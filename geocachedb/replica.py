@@ -66,8 +66,8 @@ class Replica:
         self._sm = state_machine
         self._store = snapshot_store if snapshot_store is not None else MemorySnapshotStore()
         # A partial spool is worthless to a new incarnation (the leader
-        # starts over); a finished one may still need installing.
-        self._store.abort()
+        # starts over: `_incoming` is empty); a finished one may still need
+        # installing.
         self._release_after_apply = False
         completed = self._store.completed()
         if completed is not None:
@@ -88,6 +88,11 @@ class Replica:
         self.core = RaftCore(node_id, voters, log, self.config, rng,
                              applied=state_machine.applied_index, learners=learners,
                              addresses=addresses)
+        partial = self._store.incoming()
+        if partial is not None:
+            # A leader offered this snapshot: a node that joined with
+            # nothing may vote as if it held the leader's log up to there.
+            self.core.note_blank_floor(partial.term, partial.index)
         self._ticks = 0
         # Compaction never passes an index whose storage batch might still
         # be undone by an OS crash (LMDB without meta sync loses at most its
@@ -286,12 +291,12 @@ class Replica:
         return meta, self._sm.snapshot_chunks()
 
     def close(self):
-        """Release what snapshot transfers hold (storage read transactions,
-        a partial spool).  Call before closing the storage."""
+        """Release what outgoing snapshot transfers hold (storage read
+        transactions).  Call before closing the storage.  The snapshot
+        store is the caller's to close."""
         for peer in sorted(self._senders):
             self._drop_sender(peer)
-        if self._incoming is not None:
-            self._abort_incoming()
+        self._incoming = None
 
     # ---------------------------------------------------------- the loop --
 

@@ -19,8 +19,13 @@ log; `geocachedb.replica.Replica` does the I/O with the pieces here:
   old state (a partial spool is simply dropped) or a complete snapshot that
   `Replica` installs again on restart (`completed()`).
 
+The metadata of the snapshot being received (``incoming()``) also survives
+a crash, though its partial data does not: a node that joined with nothing
+votes as if it held the leader's log up to there (see `RaftCore.is_blank`).
+
 Two stores share one interface (``begin(meta)``, ``write(data)``,
-``finish()``, ``abort()``, ``completed()``, ``chunks()``, ``release()``):
+``finish()``, ``abort()``, ``incoming()``, ``completed()``, ``chunks()``,
+``release()``):
 `MemorySnapshotStore` for tests and the simulator, `FileSnapshotStore`
 under a node's data directory.
 
@@ -44,8 +49,9 @@ class ISnapshotStore(Interface):
     """Where a follower spools an incoming snapshot (see module docs)."""
 
     def begin(meta):
-        """Start spooling a new incoming snapshot (`SnapshotMeta`); a partial
-        one is dropped.  The completed one, if any, is kept."""
+        """Start spooling a new incoming snapshot (`SnapshotMeta`, recorded
+        durably); a partial one is dropped.  The completed one, if any, is
+        kept."""
 
     def write(data):
         """Append the next chunk (bytes) of the incoming snapshot."""
@@ -55,7 +61,13 @@ class ISnapshotStore(Interface):
         completed one, atomically replacing an older completed one."""
 
     def abort():
-        """Drop the partial incoming snapshot (never the completed one)."""
+        """Drop the partial incoming snapshot and its metadata (never the
+        completed one)."""
+
+    def incoming():
+        """The `SnapshotMeta` given to the last `begin` that was neither
+        finished nor aborted, or None; it survives a crash, the partial data
+        does not (a new incarnation cannot continue it)."""
 
     def completed():
         """The `SnapshotMeta` of the completed snapshot, or None."""
@@ -173,12 +185,14 @@ class MemorySnapshotStore:
 
     def __init__(self):
         self._incoming = None  # (meta, [chunks])
+        self._incoming_meta = None  # survives crash()
         self._completed = None  # (meta, [chunks])
         self.finished = 0
         self.released = 0
 
     def begin(self, meta):
         self._incoming = (meta, [])
+        self._incoming_meta = meta
 
     def write(self, data):
         if self._incoming is None:
@@ -190,10 +204,15 @@ class MemorySnapshotStore:
             raise ValueError("finish() without begin()")
         self._completed = self._incoming
         self._incoming = None
+        self._incoming_meta = None
         self.finished += 1
 
     def abort(self):
         self._incoming = None
+        self._incoming_meta = None
+
+    def incoming(self):
+        return self._incoming_meta
 
     def completed(self):
         return self._completed[0] if self._completed is not None else None
@@ -245,6 +264,7 @@ class FileSnapshotStore:
 
     META = "snapshot.meta"
     PART = "incoming.part"
+    PART_META = "incoming.meta"
 
     def __init__(self, directory, fsync=True):
         self.directory = directory
@@ -289,16 +309,28 @@ class FileSnapshotStore:
             doc = None
         keep = {doc["file"]} if doc else set()
         for name in os.listdir(self.directory):
-            if name == self.META or name in keep:
+            if name in (self.META, self.PART_META) or name in keep:
                 continue
             if name.endswith((".data", ".part", ".tmp")):
                 os.unlink(self._path(name))
 
     # -- incoming
 
+    def _write_aside(self, name, data):
+        """Write ``name`` atomically: a temporary file, fsync, rename."""
+        tmp = self._path(name + ".tmp")
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            if self._fsync:
+                os.fsync(out.fileno())
+        os.replace(tmp, self._path(name))
+        self._sync_dir()
+
     def begin(self, meta):
         self.abort()
         self._meta = meta
+        self._write_aside(self.PART_META, encode_meta(meta))
         self._file = open(self._path(self.PART), "wb")
         self._size = 0
         self._crc = 0
@@ -322,24 +354,32 @@ class FileSnapshotStore:
         name = "snapshot-%d-%d.data" % (meta.index, meta.term)
         os.replace(self._path(self.PART), self._path(name))
         self._sync_dir()
-        tmp = self._path(self.META + ".tmp")
-        with open(tmp, "wb") as out:
-            out.write(encode_meta(meta, file=name, size=self._size, crc32=self._crc))
-            out.flush()
-            if self._fsync:
-                os.fsync(out.fileno())
-        os.replace(tmp, self._path(self.META))
-        self._sync_dir()
+        self._write_aside(self.META, encode_meta(meta, file=name, size=self._size,
+                                                 crc32=self._crc))
+        self._unlink(self.PART_META)
         self._collect_garbage()  # the older completed snapshot, if any
+
+    def _unlink(self, name):
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
 
     def abort(self):
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._unlink(self.PART)
+        self._unlink(self.PART_META)
+
+    def incoming(self):
         try:
-            os.unlink(self._path(self.PART))
+            with open(self._path(self.PART_META), "rb") as f:
+                return decode_meta(f.read())[0]
         except FileNotFoundError:
-            pass
+            return None
+        except ValueError:
+            return None
 
     # -- completed
 
@@ -370,7 +410,9 @@ class FileSnapshotStore:
         self._collect_garbage()
 
     def close(self):
-        self.abort()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 # -------------------------------------------------------------- restore --

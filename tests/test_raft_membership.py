@@ -283,6 +283,23 @@ class JoiningWithNothing(SynchronousTestCase):
         self.assertEqual([(m.to, m.reject) for m in rd.messages], [("c", True), ("b", False)])
         self.assertEqual(d.vote, "b")
 
+    def test_a_blank_joiner_remembers_a_snapshot_it_was_offered_across_a_restart(self):
+        net = ReplicaNet(["a", "b", "c"], check_quorum=False, snapshot_chunk_bytes=64)
+        net.until_leader()
+        net.write_many(20)
+        d = net.add_node("d")
+        net.hook = lambda m: not (m.type == t.SNAPSHOT and m.commit > 0)  # only chunk 0
+        net.conf_change("add_learner", "d")
+        net.tick(2)
+        offered = net.stores["d"].incoming()
+        self.assertIsNotNone(offered)
+        d = net.restart("d")
+        self.assertTrue(d.core.is_blank())
+        d.receive(Message(t.VOTE, "d", "b", 50, log_term=offered.term, index=offered.index))
+        net.hook = lambda m: False
+        d.process()
+        self.assertEqual(d.core.vote, "b")
+
     def test_a_wiped_node_re_added_under_its_old_id_cannot_elect_a_stale_candidate(self):
         # c is cut off with the first configuration {a, b, c}; a is removed,
         # wiped and added back.  c must not win with the new a's vote: the
@@ -318,11 +335,12 @@ class RemovingNodes(SynchronousTestCase):
         a.propose_conf_change("remove", "a")
         net.flush("a")
         self.assertEqual(a.role, t.LEADER)  # not committed: still leading
-        self.assertFalse(a.promotable)
+        self.assertFalse(a.tracker.is_voter("a"))
         self.assertIsNotNone(a.propose(b"during"))  # and still taking proposals
         net.hook = None
         net.tick("a")
         self.assertEqual(a.role, t.FOLLOWER)
+        self.assertFalse(a.promotable)
         self.assertTrue(net.sent_to("b", t.TIMEOUT_NOW) or net.sent_to("c", t.TIMEOUT_NOW))
         leaders = net.leader()
         self.assertEqual(len(leaders), 1)
@@ -330,6 +348,38 @@ class RemovingNodes(SynchronousTestCase):
         for _ in range(60):
             a.tick()
         self.assertEqual(a.role, t.FOLLOWER)  # a removed node never campaigns
+
+    def test_a_node_removed_by_an_uncommitted_change_may_still_campaign_and_hand_over(self):
+        # Leader b proposed its own removal and lost leadership before it
+        # committed; only b holds it.  The other voters a, c cannot elect
+        # anyone without b (its log is newer) or d (blank: added, still
+        # waiting for its snapshot, restarted): b must be able to campaign,
+        # counting votes in {a, c, d}; it then commits and hands over.
+        net = Network(["a", "b", "c"], pre_vote=False, check_quorum=False)
+        net.elect("b")
+        a, b, c = net.cores["a"], net.cores["b"], net.cores["c"]
+        net.ids.append("d")
+        net.cores["d"] = new_core("d", [])
+        net.applied["d"], net.read_states["d"] = [], []
+        b.propose_conf_change("add_voter", "d")
+        net.flush("b")
+        net.tick("b")
+        self.assertEqual(a.membership, ClusterConfig("abcd"))
+        net.drop(lambda m: m.type == t.APP)
+        b.propose_conf_change("remove", "b")
+        net.flush("b")
+        self.assertEqual(b.membership, ClusterConfig("acd"))
+        self.assertTrue(b.promotable)
+        net.cores["d"] = new_core("d", [])  # restarted: blank, no floor
+        net.hook = None
+        net.campaign("c")  # a grants; b (newer log) and d (blank) do not
+        self.assertNotEqual(c.role, t.LEADER)
+        self.assertNotEqual(b.role, t.LEADER)  # c's term deposed it
+        net.campaign("b")
+        self.assertEqual(b.role, t.FOLLOWER)  # won, committed, handed over
+        self.assertFalse(b.promotable)
+        self.assertEqual(len([i for i in "ac" if net.cores[i].role == t.LEADER]), 1)
+        self.assertGreaterEqual(c.log.committed, b.conf_index)
 
     def test_a_removed_leader_counts_only_the_remaining_voters(self):
         net = Network(["a", "b", "c"])

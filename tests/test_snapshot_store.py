@@ -80,6 +80,18 @@ class StoreContract:
         self.assertIsNone(store.completed())
         store.release()  # idempotent
 
+    def test_the_incoming_snapshots_metadata_is_known_until_finished_or_aborted(self):
+        store = self.make()
+        self.assertIsNone(store.incoming())
+        store.begin(META)
+        store.write(b"part")
+        self.assertEqual(store.incoming(), META)
+        store.finish()
+        self.assertIsNone(store.incoming())
+        store.begin(META)
+        store.abort()
+        self.assertIsNone(store.incoming())
+
     def test_begin_restarts_a_partial_spool(self):
         store = self.make()
         store.begin(META)
@@ -99,10 +111,12 @@ class MemoryStoreTests(StoreContract, SynchronousTestCase):
         store.begin(META)
         store.write(b"done")
         store.finish()
-        store.begin(SnapshotMeta(30, 5, ClusterConfig(["a"])))
+        half = SnapshotMeta(30, 5, ClusterConfig(["a"]))
+        store.begin(half)
         store.write(b"half")
         store.crash()
         self.assertEqual(store.completed(), META)
+        self.assertEqual(store.incoming(), half)  # what was offered, not the data
         self.assertRaises(ValueError, store.write, b"more")
 
 
@@ -133,6 +147,9 @@ class FileStoreTests(StoreContract, SynchronousTestCase):
         open(os.path.join(self.dir, "snapshot.meta.tmp"), "wb").close()
         again = self.make()
         self.assertIsNone(again.completed())
+        self.assertEqual(again.incoming(), META)  # the offer survives, the data not
+        self.assertEqual(os.listdir(self.dir), ["incoming.meta"])
+        again.abort()
         self.assertEqual(os.listdir(self.dir), [])
 
     def test_a_meta_naming_a_short_data_file_is_not_a_completed_snapshot(self):

@@ -172,9 +172,20 @@ class RaftCore:
 
     @property
     def promotable(self):
-        """Only voters campaign (learners, or a node removed from the
-        configuration, never do)."""
-        return self.tracker.is_voter(self.id)
+        """Whether this node may campaign: a voter of the configuration in
+        force — or of the one before it, while the change removing it is
+        not known to be committed.  A removed leader leads until its removal
+        commits (thesis §4.2.2); a follower in the same spot may be the one
+        with the most up-to-date log, and the others cannot elect anyone
+        without it (it counts votes in the new configuration, so winning is
+        safe; it steps down once the removal commits).  Learners and nodes
+        whose removal is committed never campaign."""
+        if self.tracker.is_voter(self.id):
+            return True
+        if self._conf_index <= self.log.committed:
+            return False
+        before = self.log.confs.at(self._conf_index - 1)
+        return before is not None and self.id in before.voters
 
     @property
     def membership(self):
@@ -887,6 +898,13 @@ class RaftCore:
         hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
         self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
                            reject_hint=hint_index, hint_term=hint_term))
+
+    def note_blank_floor(self, term, index):
+        """The host remembers that a leader offered a snapshot at
+        ``(index, term)`` (from before a restart): a blank node votes as if
+        it held a log up to there."""
+        if self.is_blank():
+            self._raise_blank_floor(term, index)
 
     def _raise_blank_floor(self, term, index):
         floor = self._blank_floor
