@@ -37,8 +37,9 @@ class ChangeValidation(SynchronousTestCase):
             self.assertRaises(ConfChangeError, confchange.apply_change, c, kind, node)
 
     def test_a_configuration_records_member_addresses_for_the_host(self):
-        c = ClusterConfig("ab", addresses={"a": "10.0.0.1:1", "b": "10.0.0.2:1", "zz": "x:1"})
+        c = ClusterConfig("abx", addresses={"a": "10.0.0.1:1", "b": "10.0.0.2:1", "zz": "x:1", "x": ""})
         self.assertEqual(c.addresses, {"a": "10.0.0.1:1", "b": "10.0.0.2:1"})
+        c = ClusterConfig("ab", addresses=c.addresses)
         c2 = confchange.apply_change(c, "add_learner", "c", "10.0.0.3:1")
         self.assertEqual(c2.addresses["c"], "10.0.0.3:1")
         self.assertEqual(confchange.decode(confchange.encode(c2)), c2)

@@ -165,7 +165,10 @@ class ClusterConfig:
         self.voters = MajorityConfig(voters)
         self.learners = tuple(sorted(set(learners) - set(self.voters.voters)))
         members = set(self.voters.voters) | set(self.learners)
-        self.addresses = {k: v for k, v in sorted((addresses or {}).items()) if k in members}
+        # Unknown (empty) addresses are left out: a CONF entry names only
+        # addresses someone gave.
+        self.addresses = {k: v for k, v in sorted((addresses or {}).items())
+                          if k in members and v}
 
     def ids(self):
         return self.voters.voters + self.learners
