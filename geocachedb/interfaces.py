@@ -194,3 +194,24 @@ class INodeControl(Interface):
 
     def heal():
         """Undo every `isolate`."""
+
+    def add_member(node_id, address, learner=False):
+        """Deferred firing with `members()` once ``node_id`` (at
+        ``address``) is in the configuration: as a learner, promoted once
+        caught up unless ``learner``."""
+
+    def promote(node_id):
+        """Deferred: a caught-up learner becomes a voter."""
+
+    def remove_member(node_id):
+        """Deferred: ``node_id`` leaves the configuration."""
+
+    def transfer_leader(node_id):
+        """Deferred firing once ``node_id`` leads."""
+
+    def snapshot():
+        """Compact the Raft log now (keeping the overhang); the new
+        snapshot index, or None when there is nothing to drop."""
+
+    def compact():
+        """Compact without overhang; the new snapshot index or None."""

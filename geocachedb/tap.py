@@ -68,6 +68,7 @@ class Options(usage.Options):
         ["advertise", None, None, "HOST:PORT clients should use to reach this node (default 127.0.0.1 and the --listen port)."],
         ["peers", None, "", "The other voters: ID=HOST:PORT,... (ID:HOST:PORT accepted too). Empty: a single-node cluster."],
         ["cluster-id", None, "geocache", "Cluster name; peers from another cluster are refused."],
+        ["join", None, None, "HOST:PORT of a node of a running cluster to join (this node starts empty and is added as a learner, then promoted)."],
         ["storage", None, storage.DEFAULT, "Storage backend: %s." % ", ".join(sorted(storage.BACKENDS))],
         ["data", None, None, "Data directory (default ./data/ID)."],
         ["lmdb-map-size", None, 1024, "Initial LMDB map size in MiB (it grows when full).", _positive_int("--lmdb-map-size")],
@@ -89,6 +90,8 @@ class Options(usage.Options):
                 "--storage must be one of %s" % ", ".join(sorted(storage.BACKENDS))
             )
         self["peers"] = parse_peers(self["peers"])
+        if self["join"] and self["peers"]:
+            raise usage.UsageError("--join and --peers exclude each other: a joining node learns its peers from the cluster")
         if self["id"] in self["peers"]:
             raise usage.UsageError("--peers must not list this node's own id (%s)" % self["id"])
         if self["election-timeout"] < 2 * self["heartbeat-interval"]:
@@ -150,6 +153,7 @@ def build_node_config(options):
         fault_injection=options["enable-fault-injection"],
         advertise=advertised_address(options),
         snapshot_entries=options["snapshot-entries"],
+        join=options["join"],
     )
 
 
@@ -163,12 +167,12 @@ def makeService(options, reactor=None):
     check_data_dir(options["data"])
     config = build_node_config(options)
     top = service.MultiService()
-    node = Node(config, reactor=reactor, transport_factory=make_peer_network if config.peers else None)
+    node = Node(config, reactor=reactor, transport_factory=make_peer_network if config.clustered else None)
     node.setServiceParent(top)
     kv = KVService(node, max_value=config.max_value)
     factory = PortFactory(
         lambda: ClientConnection(kv, config.max_frame),
-        peer_factory=node_peer_factory(node) if config.peers else None,
+        peer_factory=node_peer_factory(node) if config.clustered else None,
     )
     ListeningService(config.listen, factory, "clients and peers", reactor).setServiceParent(top)
     if options["admin"] and options["admin"].lower() != "none":

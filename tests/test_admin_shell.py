@@ -132,6 +132,30 @@ class FakeNode:
     def heal(self):
         self.isolated.clear()
 
+    def _membership(self, what, node_id, **extra):
+        self.calls.append((what, node_id, extra))
+        if what in self.fail:
+            return defer.fail(self.fail[what])
+        return defer.succeed(self.members())
+
+    def add_member(self, node_id, address, learner=False):
+        return self._membership("add_member", node_id, address=address, learner=learner)
+
+    def promote(self, node_id):
+        return self._membership("promote", node_id)
+
+    def remove_member(self, node_id):
+        return self._membership("remove_member", node_id)
+
+    def transfer_leader(self, node_id):
+        return self._membership("transfer_leader", node_id)
+
+    def snapshot(self):
+        return 30
+
+    def compact(self):
+        return None
+
 
 class LineClient(Protocol):
     """A raw-socket client (like ``nc``) that can wait for output."""
@@ -510,6 +534,31 @@ class CommandTests(ShellHarness, unittest.TestCase):
         self.assertIn("latency (ms)  p50 1.25  p90 3.50  p99 9.75  max 20.0\r\n", out)
         self.assertIn("batch size    mean 3.50  max 64\r\n", out)
         self.assertIn("fsyncs        1234\r\n", out)
+
+    @defer.inlineCallbacks
+    def test_membership_commands(self):
+        out = yield self.cmd(b"add-member node4 127.0.0.1:50054")
+        self.assertIn("members: node1*, node2, node4 (learner)", out)
+        self.assertEqual(self.node.calls[-1], ("add_member", "node4", {"address": "127.0.0.1:50054", "learner": False}))
+        yield self.cmd(b"add-member node5 127.0.0.1:50055 --learner")
+        self.assertEqual(self.node.calls[-1][2]["learner"], True)
+        out = yield self.cmd(b"add-member node5 127.0.0.1:50055 --voter")
+        self.assertIn("error: the third word may only be --learner", out)
+        for line, call in ((b"promote node4", "promote"), (b"remove-member node3", "remove_member"),
+                           (b"transfer-leader node2", "transfer_leader")):
+            out = yield self.cmd(line)
+            self.assertIn("members:", out)
+            self.assertEqual(self.node.calls[-1][0], call)
+        self.node.fail["remove_member"] = errors.InvalidArgument("node9 is not a member")
+        out = yield self.cmd(b"remove-member node9")
+        self.assertIn("node9 is not a member", out)
+
+    @defer.inlineCallbacks
+    def test_snapshot_and_compact(self):
+        out = yield self.cmd(b"snapshot")
+        self.assertEqual(out, "log compacted through index 30\r\n")
+        out = yield self.cmd(b"compact")
+        self.assertEqual(out, "nothing to compact yet\r\n")
 
     @defer.inlineCallbacks
     def test_loglevel(self):

@@ -299,6 +299,119 @@ def _stats(ctx, args):
     return fmt.fields(pairs)
 
 
+def _members_line(members):
+    parts = []
+    for m in members:
+        label = m["id"] + ("*" if m.get("is_leader") else "")
+        if m.get("role") == "learner":
+            label += " (learner)"
+        parts.append(label)
+    return "members: %s   (* leader)" % ", ".join(parts)
+
+
+@command(
+    "add-member",
+    "add-member ID HOST:PORT [--learner]",
+    "add a node to the cluster (as a learner, promoted once caught up)",
+    """
+Adds node ID, listening for peers at HOST:PORT, to the cluster.  It joins
+as a learner (it receives the log but does not vote, so it cannot hold up
+commits while it catches up) and the leader promotes it to voter once it
+has caught up.  With --learner it stays a learner until promote.
+Start the new node with: twistd -n geocache --id ID --listen tcp:PORT --join <any member>
+(--join also asks for the add itself, so this command is optional then).
+Runs on the leader; a follower passes it on.
+Example: add-member node4 127.0.0.1:50054
+""",
+    min_args=2,
+    max_args=3,
+)
+def _add_member(ctx, args):
+    learner = False
+    if len(args) == 3:
+        if _text(args[2]) != "--learner":
+            raise UsageError("the third word may only be --learner")
+        learner = True
+    d = defer.maybeDeferred(ctx.node.add_member, _text(args[0]), _text(args[1]), learner)
+    return d.addCallback(_members_line)
+
+
+@command(
+    "promote",
+    "promote ID",
+    "make a caught-up learner a voter",
+    """
+Turns learner ID into a voting member.  Refused while the learner has not
+caught up.  Example: promote node4
+""",
+    min_args=1,
+    max_args=1,
+)
+def _promote(ctx, args):
+    return defer.maybeDeferred(ctx.node.promote, _text(args[0])).addCallback(_members_line)
+
+
+@command(
+    "remove-member",
+    "remove-member ID",
+    "remove a node from the cluster (the leader too)",
+    """
+Removes node ID from the configuration, one node at a time.  Removing the
+leader works: it hands leadership over, then leaves.  A removed node that
+comes back cannot disturb the cluster.  Example: remove-member node3
+""",
+    min_args=1,
+    max_args=1,
+)
+def _remove_member(ctx, args):
+    return defer.maybeDeferred(ctx.node.remove_member, _text(args[0])).addCallback(_members_line)
+
+
+@command(
+    "transfer-leader",
+    "transfer-leader ID",
+    "hand leadership to another voter",
+    """
+Brings voter ID up to date, then tells it to campaign at once; clients see
+at most a brief pause.  Example: transfer-leader node2
+""",
+    min_args=1,
+    max_args=1,
+)
+def _transfer_leader(ctx, args):
+    return defer.maybeDeferred(ctx.node.transfer_leader, _text(args[0])).addCallback(_members_line)
+
+
+@command(
+    "snapshot",
+    "snapshot",
+    "compact the Raft log now, keeping the usual overhang",
+    """
+The state machine (the storage) is the snapshot: this drops the Raft log
+up to the applied index minus the overhang kept for slow followers, as
+far as the storage is known durable.  Followers further behind get the
+snapshot streamed (InstallSnapshot).
+""",
+)
+def _snapshot(ctx, args):
+    index = ctx.node.snapshot()
+    return "nothing to compact yet" if index is None else "log compacted through index %d" % index
+
+
+@command(
+    "compact",
+    "compact",
+    "drop every applied log entry that is safe to drop",
+    """
+Like snapshot, but keeps no overhang: every entry the storage holds
+durably is dropped from the Raft log.
+""",
+)
+def _compact(ctx, args):
+    index = ctx.node.compact()
+    return "nothing to compact yet" if index is None else "log compacted through index %d" % index
+
+
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 

@@ -51,6 +51,21 @@ class BlockingClient:
     def status(self):
         return self._run(self._client.status())
 
+    def members(self):
+        return self._run(self._client.members())
+
+    def add_member(self, node_id, address, learner=False):
+        return self._run(self._client.add_member(node_id, address, learner))
+
+    def promote_member(self, node_id):
+        return self._run(self._client.promote_member(node_id))
+
+    def remove_member(self, node_id):
+        return self._run(self._client.remove_member(node_id))
+
+    def transfer_leader(self, node_id):
+        return self._run(self._client.transfer_leader(node_id))
+
     def close(self):
         if self._closed:
             return

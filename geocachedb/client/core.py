@@ -46,6 +46,12 @@ def build_request(kind, key=b"", value=b"", serializable=False, **extra):
         r.serializable = serializable
     elif kind == "status":
         request.status.SetInParent()
+    elif kind == "member":
+        m = request.member
+        m.action = extra.get("action", "list")
+        m.node_id = extra.get("node_id", "")
+        m.address = extra.get("address", "")
+        m.learner = bool(extra.get("learner", False))
     else:
         raise ValueError("unknown request kind %r" % kind)
     return request
@@ -76,6 +82,11 @@ def result_of(kind, response):
             "commit_index": s.commit_index,
             "applied_index": s.applied_index,
         }
+    if kind == "member":
+        return [
+            {"id": m.id, "address": m.address, "role": m.role, "is_leader": m.is_leader}
+            for m in response.member.members
+        ]
     raise ValueError(kind)
 
 

@@ -163,3 +163,19 @@ class Session:
 
     async def status(self):
         return await self.call("status")
+
+    # Maintenance: membership and leadership (run by the leader).
+    async def members(self):
+        return await self.call("member", action="list")
+
+    async def add_member(self, node_id, address, learner=False):
+        return await self.call("member", action="add", node_id=node_id, address=address, learner=learner)
+
+    async def promote_member(self, node_id):
+        return await self.call("member", action="promote", node_id=node_id)
+
+    async def remove_member(self, node_id):
+        return await self.call("member", action="remove", node_id=node_id)
+
+    async def transfer_leader(self, node_id):
+        return await self.call("member", action="transfer", node_id=node_id)

@@ -139,3 +139,18 @@ class TwistedClient(Session):
 
     def status(self):
         return defer.ensureDeferred(Session.status(self))
+
+    def members(self):
+        return defer.ensureDeferred(Session.members(self))
+
+    def add_member(self, node_id, address, learner=False):
+        return defer.ensureDeferred(Session.add_member(self, node_id, address, learner))
+
+    def promote_member(self, node_id):
+        return defer.ensureDeferred(Session.promote_member(self, node_id))
+
+    def remove_member(self, node_id):
+        return defer.ensureDeferred(Session.remove_member(self, node_id))
+
+    def transfer_leader(self, node_id):
+        return defer.ensureDeferred(Session.transfer_leader(self, node_id))

@@ -59,6 +59,7 @@ class KVService:
             "delete": self._delete,
             "range": self._range,
             "status": self._status,
+            "member": self._member,
         }
 
     def handle(self, request, respond, forwarded=False):
@@ -188,6 +189,38 @@ class KVService:
             return response
 
         self._read(request, r.serializable, respond, read)
+
+    MEMBER_ACTIONS = ("list", "add", "promote", "remove", "transfer")
+
+    def _member(self, request, respond):
+        m = request.member
+        if m.action not in self.MEMBER_ACTIONS:
+            raise errors.InvalidArgument(
+                "member action must be one of %s, not %r" % (", ".join(self.MEMBER_ACTIONS), m.action)
+            )
+        if m.action != "list" and not m.node_id:
+            raise errors.InvalidArgument("member %s needs a node id" % m.action)
+        if m.action == "add":
+            if not m.address:
+                raise errors.InvalidArgument("member add needs the new node's HOST:PORT")
+            host, sep, port = m.address.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise errors.InvalidArgument("address %r is not HOST:PORT" % m.address)
+        rid = request.id
+
+        def build(members):
+            response = pb.Response(id=rid)
+            response.member.SetInParent()
+            for member in members:
+                response.member.members.add(
+                    id=member["id"], address=member["address"] or "", role=member["role"],
+                    is_leader=member["is_leader"],
+                )
+            return response
+
+        self.node.change_membership(
+            m.action, m.node_id, m.address, m.learner, self._done(request, respond, build)
+        )
 
     def _status(self, request, respond):
         s = self.node.status()

@@ -31,6 +31,10 @@ from geocachedb.statemachine import KVStateMachine
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage import open_storage
 
+# A learner added without --learner is promoted once caught up, or the add
+# reports failure after this many seconds (it stays a learner).
+PROMOTE_TIMEOUT = 120
+
 # Requests that arrive while no leader is known wait this many election
 # timeouts for one before failing with UNAVAILABLE.
 LEADER_WAIT_ELECTIONS = 2
@@ -65,6 +69,7 @@ class NodeConfig:
         fault_injection=False,
         advertise=None,
         snapshot_entries=10000,
+        join=None,
     ):
         self.node_id = node_id
         self.data_dir = data_dir
@@ -81,9 +86,16 @@ class NodeConfig:
         self.fault_injection = fault_injection
         self.advertise = advertise
         self.snapshot_entries = snapshot_entries
+        self.join = join
+
+    @property
+    def clustered(self):
+        return bool(self.peers or self.join)
 
     @property
     def voters(self):
+        if self.join:
+            return []  # the configuration comes from the cluster it joins
         return sorted(set(self.peers) | {self.node_id})
 
 
@@ -138,6 +150,8 @@ class Node(service.Service):
         self._started_at = None
         self._ticker = None
         self.kv = None  # the KVService, set when it is created
+        self._promotions = {}  # learner id -> deadline for its promotion
+        self._known_addresses = None
         self.log_level = NodeLogLevel()
 
     # ------------------------------------------------------------ lifecycle
@@ -177,6 +191,8 @@ class Node(service.Service):
         )
         self.log_level.install()
         self._started_at = self._reactor.seconds()
+        if cfg.join and not self.replica.is_member:
+            self._reactor.callLater(0, self._ask_to_join)
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self._reactor
         self._ticker.start(cfg.tick_seconds, now=True)
@@ -212,6 +228,7 @@ class Node(service.Service):
     def _tick(self):
         self.replica.tick()
         self._expire_waiting()
+        self._check_promotions()
         self.schedule()
 
     def schedule(self):
@@ -228,6 +245,12 @@ class Node(service.Service):
         self.replica.process()
         if self._waiting and self.replica.leader_id is not None:
             self._retry_waiting()
+        addresses = self.replica.addresses()
+        if addresses != self._known_addresses:
+            self._known_addresses = addresses
+            update = getattr(self.transport, "update_members", None)
+            if update is not None:
+                update(addresses, [m for m, _ in self.replica.members()])
 
     def receive(self, message):
         """A Raft message from the peer network."""
@@ -328,13 +351,15 @@ class Node(service.Service):
         peers = []
         peer_status = s.get("peers", {})
         connected = getattr(self.transport, "connected_peers", lambda: set())()
-        for peer_id in sorted(self.config.peers):
+        addresses = self.replica.addresses()
+        member_ids = [m for m, _ in self.replica.members()] or sorted(self.config.peers)
+        for peer_id in sorted(set(member_ids) - {self.node_id}):
             p = peer_status.get(peer_id, {})
             ticks = p.get("last_contact_ticks")
             peers.append(
                 {
                     "id": peer_id,
-                    "address": self.config.peers[peer_id],
+                    "address": addresses.get(peer_id) or self.config.peers.get(peer_id, ""),
                     "connected": peer_id in connected,
                     "match_index": p.get("match_index"),
                     "last_contact": None if ticks is None else ticks * self.config.tick_seconds,
@@ -353,16 +378,139 @@ class Node(service.Service):
 
     def members(self):
         leader = self.replica.leader_id
-        return [
-            {
-                "id": node_id,
-                "address": self.address_of(node_id),
-                "role": "voter",
-                "is_leader": node_id == leader,
-                "is_self": node_id == self.node_id,
-            }
-            for node_id in self.config.voters
-        ]
+        addresses = self.replica.addresses()
+        out = []
+        for node_id, role in self.replica.members():
+            if node_id == self.node_id:
+                address = self.config.advertise or addresses.get(node_id, "")
+            else:
+                address = addresses.get(node_id) or self.config.peers.get(node_id, "")
+            out.append(
+                {
+                    "id": node_id,
+                    "address": address,
+                    "role": role,
+                    "is_leader": node_id == leader,
+                    "is_self": node_id == self.node_id,
+                }
+            )
+        return out
+
+    # ------------------------------------------------ membership, leadership
+
+    def change_membership(self, action, node_id, address, learner, callback):
+        """Run a membership action on the leader; ``callback(members,
+        error)``.  ``add`` without ``learner`` adds a learner (answered at
+        once) and this leader promotes it to voter once it has caught up, so
+        a new node never holds up the cluster's commits while it copies the
+        log.  If leadership moves first, `promote` does it by hand."""
+        if action == "list":
+            callback(self.members(), None)
+            return
+
+        def done(result, error):
+            callback(None if error is not None else self.members(), error)
+
+        if action == "transfer":
+            start = lambda cb: self.replica.transfer_leadership(node_id, cb)  # noqa: E731
+        elif action in ("add", "promote", "remove"):
+            kind = {"add": "add_learner", "promote": "promote", "remove": "remove"}[action]
+            if action == "add" and not learner:
+                done = self._promote_when_caught_up(node_id, done)
+
+            def start(cb, kind=kind):
+                self.replica.propose_conf_change(kind, node_id, cb, address=address or None)
+        else:
+            callback(None, errors.InvalidArgument("unknown member action %r" % action))
+            return
+        self._leader_aware(start, done)
+
+    def _ask_to_join(self, attempt=1):
+        """--join: ask the cluster (through any node) to add this node; it
+        joins as a learner and the leader promotes it once caught up."""
+        from geocachedb.client.twisted_client import TwistedClient
+
+        if not self.running or self.replica.is_member:
+            return
+        client = TwistedClient([self.config.join], reactor=self._reactor, timeout=10)
+        d = client.add_member(self.node_id, self.config.advertise)
+
+        def joined(members):
+            self.log.info("asked {join} to add us: members now {ids}", join=self.config.join,
+                          ids=", ".join(m["id"] for m in members))
+
+        def failed(failure):
+            self.log.warn("joining through {join} failed (attempt {n}): {why}; retrying",
+                          join=self.config.join, n=attempt, why=failure.getErrorMessage())
+            self._reactor.callLater(min(10, attempt), self._ask_to_join, attempt + 1)
+
+        d.addCallbacks(joined, failed)
+        d.addBoth(lambda _: client.close())
+
+    def _promote_when_caught_up(self, node_id, done):
+        def added(result, error):
+            if error is None:
+                self._promotions[node_id] = self._reactor.seconds() + PROMOTE_TIMEOUT
+            done(result, error)
+
+        return added
+
+    def _check_promotions(self):
+        if not self._promotions or self.replica.role != "leader":
+            return
+        peers = self.replica.status().get("peers", {})
+        commit = self.replica.commit_index
+        now = self._reactor.seconds()
+        for node_id, deadline in list(self._promotions.items()):
+            match = (peers.get(node_id) or {}).get("match_index") or 0
+            if match >= commit:
+                del self._promotions[node_id]
+                self.log.info("learner {id} caught up (index {match}); promoting it", id=node_id, match=match)
+                self.change_membership("promote", node_id, "", False, self._promoted(node_id))
+            elif now > deadline:
+                del self._promotions[node_id]
+                self.log.warn(
+                    "learner {id} did not catch up within {s}s; it stays a learner "
+                    "(promote it by hand once it has)", id=node_id, s=PROMOTE_TIMEOUT)
+
+    def _promoted(self, node_id):
+        def done(members, error):
+            if error is not None:
+                self.log.warn("promoting {id} failed: {error}", id=node_id, error=error)
+            else:
+                self.log.info("{id} is now a voter", id=node_id)
+
+        return done
+
+    def _deferred_membership(self, action, node_id="", address="", learner=False):
+        d = Deferred()
+        self.change_membership(
+            action, node_id, address, learner,
+            lambda members, error: d.errback(error) if error is not None else d.callback(members),
+        )
+        return d
+
+    def add_member(self, node_id, address, learner=False):
+        return self._deferred_membership("add", node_id, address, learner)
+
+    def promote(self, node_id):
+        return self._deferred_membership("promote", node_id)
+
+    def remove_member(self, node_id):
+        return self._deferred_membership("remove", node_id)
+
+    def transfer_leader(self, node_id):
+        return self._deferred_membership("transfer", node_id)
+
+    def snapshot(self):
+        """Compact the log now as far as is safe (the admin ``snapshot``:
+        the state machine is the snapshot); the new snapshot index or None."""
+        return self.replica.compact()
+
+    def compact(self):
+        """Drop every applied log entry that is safe to drop, keeping no
+        overhang; the new first index minus one, or None."""
+        return self.replica.compact(keep=0)
 
     def stats(self):
         log_stats = self.raft_log.stats()

@@ -141,7 +141,7 @@ class PeerConnection(EnvelopeReceiver):
             return self.refuse(
                 "cluster id %r does not match ours (%r)" % (hello.cluster_id, net.cluster_id)
             )
-        if hello.node_id not in net.peer_addresses:
+        if hello.node_id not in net.peer_addresses and not net.accepts_strangers():
             return self.refuse("node id %r is not a member of this cluster" % hello.node_id)
         if hello.target_id != net.node_id:
             return self.refuse(
@@ -188,6 +188,8 @@ class PeerNetwork:
         self.peer_addresses = dict(node.config.peers)
         self.max_frame = node.config.max_frame
         self.outgoing = {}  # peer id -> PeerConnection we dialed (for sending)
+        self.incoming = {}  # peer id -> PeerConnection it dialed (fallback for sending)
+        self.members = set(self.peer_addresses) | {self.node_id}
         self.isolated = set()
         self.dropped = {}
         self._forwards = {}  # forward id -> (respond, timeout call)
@@ -195,16 +197,54 @@ class PeerNetwork:
         self._dialers = {}
 
     def start(self):
-        policy = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=2.0)
         for peer_id, address in sorted(self.peer_addresses.items()):
+            self._dial(peer_id, address)
+
+    def _dial(self, peer_id, address):
+        try:
             host, port = parse_address(address)
-            endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=2)
-            dialer = ClientService(endpoint, _DialFactory(self, peer_id), retryPolicy=policy, clock=self.reactor)
-            dialer.startService()
-            self._dialers[peer_id] = dialer
+        except ValueError:
+            self.log.warn("peer {peer} has no usable address {address!r}", peer=peer_id, address=address)
+            return
+        policy = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=2.0)
+        endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=2)
+        dialer = ClientService(endpoint, _DialFactory(self, peer_id), retryPolicy=policy, clock=self.reactor)
+        dialer.startService()
+        self._dialers[peer_id] = (dialer, address)
+
+    def accepts_strangers(self):
+        """A node that joins an existing cluster knows no members until the
+        leader's log or snapshot reaches it: until then it accepts a hello
+        from any node of its cluster id."""
+        return self.members <= {self.node_id}
+
+    def update_members(self, addresses, member_ids):
+        """The configuration changed: dial new members, hang up on removed
+        ones, and accept hellos from exactly the members."""
+        self.members = set(member_ids) | {self.node_id}
+        wanted = {}
+        for peer_id in member_ids:
+            if peer_id == self.node_id:
+                continue
+            address = addresses.get(peer_id) or self.peer_addresses.get(peer_id)
+            if address:
+                wanted[peer_id] = address
+        for peer_id in sorted(set(self._dialers) - set(wanted)):
+            dialer, _ = self._dialers.pop(peer_id)
+            dialer.stopService()
+            self.log.info("{peer} is no longer a member: not dialing it", peer=peer_id)
+        for peer_id, address in sorted(wanted.items()):
+            current = self._dialers.get(peer_id)
+            if current is not None and current[1] == address:
+                continue
+            if current is not None:
+                current[0].stopService()
+            self.log.info("dialing member {peer} at {address}", peer=peer_id, address=address)
+            self._dial(peer_id, address)
+        self.peer_addresses = wanted
 
     def stop(self):
-        for dialer in self._dialers.values():
+        for dialer, _ in self._dialers.values():
             dialer.stopService()
         self._dialers.clear()
         for fid in list(self._forwards):
@@ -218,7 +258,7 @@ class PeerNetwork:
     def send(self, message):
         if message.to in self.isolated:
             return
-        conn = self.outgoing.get(message.to)
+        conn = self.outgoing.get(message.to) or self.incoming.get(message.to)
         if conn is None:
             return self.count_drop("not connected")
         envelope = pb.PeerMessage()
@@ -232,7 +272,9 @@ class PeerNetwork:
     # ------------------------------------------------------- connections
 
     def connection_made(self, conn):
-        if conn.expected_peer is not None:
+        if conn.expected_peer is None:
+            self.incoming[conn.peer_id] = conn
+        else:
             old = self.outgoing.get(conn.peer_id)
             self.outgoing[conn.peer_id] = conn
             if old is not None and old is not conn:
@@ -240,6 +282,8 @@ class PeerNetwork:
             self.log.info("connected to peer {peer}", peer=conn.peer_id)
 
     def connection_lost(self, conn):
+        if self.incoming.get(conn.peer_id) is conn:
+            del self.incoming[conn.peer_id]
         if self.outgoing.get(conn.peer_id) is conn:
             del self.outgoing[conn.peer_id]
             self.log.info("lost connection to peer {peer}", peer=conn.peer_id)
@@ -257,7 +301,7 @@ class PeerNetwork:
     def forward(self, leader_id, request, respond):
         """Send ``request`` to the leader; ``respond(response)`` with its
         answer, or with an UNAVAILABLE error."""
-        conn = self.outgoing.get(leader_id)
+        conn = self.outgoing.get(leader_id) or self.incoming.get(leader_id)
         if conn is None or leader_id in self.isolated:
             respond(error_response(request.id, errors.Unavailable("leader %s is not reachable from this node" % leader_id)))
             return

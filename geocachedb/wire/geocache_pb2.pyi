@@ -25,13 +25,14 @@ UNAVAILABLE: ErrorCode
 INTERNAL: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "get", "put", "delete", "range", "status", "client_id", "seq", "ack_floor")
+    __slots__ = ("id", "get", "put", "delete", "range", "status", "member", "client_id", "seq", "ack_floor")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
@@ -41,10 +42,11 @@ class Request(_message.Message):
     delete: DeleteRequest
     range: RangeRequest
     status: StatusRequest
+    member: MemberRequest
     client_id: int
     seq: int
     ack_floor: int
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., member: _Optional[_Union[MemberRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key", "serializable")
@@ -86,6 +88,36 @@ class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class MemberRequest(_message.Message):
+    __slots__ = ("action", "node_id", "address", "learner")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    node_id: str
+    address: str
+    learner: bool
+    def __init__(self, action: _Optional[str] = ..., node_id: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("id", "address", "role", "is_leader")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    role: str
+    is_leader: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., is_leader: _Optional[bool] = ...) -> None: ...
+
+class MemberResponse(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
 class Error(_message.Message):
     __slots__ = ("code", "message", "leader_id", "leader_addr")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -99,7 +131,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_addr: _Optional[str] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "get", "put", "delete", "range", "status")
+    __slots__ = ("id", "error", "get", "put", "delete", "range", "status", "member")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +139,7 @@ class Response(_message.Message):
     DELETE_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     get: GetResponse
@@ -114,7 +147,8 @@ class Response(_message.Message):
     delete: DeleteResponse
     range: RangeResponse
     status: StatusResponse
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ..., status: _Optional[_Union[StatusResponse, _Mapping]] = ...) -> None: ...
+    member: MemberResponse
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ..., status: _Optional[_Union[StatusResponse, _Mapping]] = ..., member: _Optional[_Union[MemberResponse, _Mapping]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("found", "value")
