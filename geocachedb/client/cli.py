@@ -24,6 +24,12 @@ commands:
   delete KEY             delete a key
   scan [PREFIX [LIMIT]]  list keys starting with PREFIX (default limit 100)
   status                 the node's role, term, leader and indexes
+  member list            the cluster's members (* marks the leader)
+  member add ID HOST:PORT [--learner]
+                         add a node (a learner, promoted once caught up)
+  member promote ID      make a caught-up learner a voter
+  member remove ID       remove a node (the leader too)
+  member transfer ID     hand leadership to voter ID
   help                   this text
   quit                   leave (also: exit, Ctrl-D)
 Quote keys or values with spaces: put "my key" "my value"."""
@@ -89,11 +95,35 @@ def run_command(client, words, out):
             print("%s = %s" % (_show(key), _show(value)), file=out)
         print("(%d key%s%s)" % (len(pairs), "" if len(pairs) == 1 else "s", ", more" if more else ""), file=out)
         return EXIT_OK
+    if command == "member":
+        return run_member(client, args, out)
     if command == "status":
         for name, value in client.status().items():
             print("%-14s %s" % (name, value), file=out)
         return EXIT_OK
     raise UsageError("unknown command %r (type 'help')" % command)
+
+
+def run_member(client, args, out):
+    usage = "usage: member list | add ID HOST:PORT [--learner] | promote ID | remove ID | transfer ID"
+    if not args:
+        raise UsageError(usage)
+    action, rest = args[0].lower(), args[1:]
+    if action == "list" and not rest:
+        members = client.members()
+    elif action == "add" and len(rest) in (2, 3):
+        if len(rest) == 3 and rest[2] != "--learner":
+            raise UsageError(usage)
+        members = client.add_member(rest[0], rest[1], learner=len(rest) == 3)
+    elif action in ("promote", "remove", "transfer") and len(rest) == 1:
+        call = {"promote": client.promote_member, "remove": client.remove_member,
+                "transfer": client.transfer_leader}[action]
+        members = call(rest[0])
+    else:
+        raise UsageError(usage)
+    for m in members:
+        print("%-12s %-22s %-8s%s" % (m["id"], m["address"] or "-", m["role"], "  leader" if m["is_leader"] else ""), file=out)
+    return EXIT_OK
 
 
 def _split(line):

@@ -411,6 +411,15 @@ class Node(service.Service):
         def done(result, error):
             callback(None if error is not None else self.members(), error)
 
+        # Idempotent on the leader, so that a client's retry of an add or a
+        # remove that already happened succeeds instead of failing.
+        current = dict(self.replica.members())
+        if self.replica.role == "leader" and (
+            (action == "remove" and node_id not in current)
+            or (action == "add" and node_id in current)
+        ):
+            callback(self.members(), None)
+            return
         if action == "transfer":
             start = lambda cb: self.replica.transfer_leadership(node_id, cb)  # noqa: E731
         elif action in ("add", "promote", "remove"):
