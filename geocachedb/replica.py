@@ -103,6 +103,10 @@ class Replica:
         self._senders = {}
         self._incoming = None
         self._transfer = None  # (target, callback, deadline tick, term)
+        # add_voter of a new node: node -> (callback, deadline tick), fired
+        # when its promotion is applied
+        self._promotions = {}
+        self.promote_timeout_ticks = 20 * self.config.election_ticks
         # index -> (term, callback) of proposals made here as leader
         self._proposals = {}
         self._seen_role_term = (self.core.role, self.core.term)
@@ -180,6 +184,13 @@ class Replica:
             self._expire_reads()
         if self._senders:
             self._tick_senders()
+        if self._promotions:
+            for node_id, (callback, deadline) in sorted(self._promotions.items()):
+                if deadline <= self._ticks:
+                    del self._promotions[node_id]
+                    self._call(callback, None, errors.Unavailable(
+                        "%s was added as a learner but has not caught up yet; "
+                        "it is promoted when it does" % node_id))
 
     def receive(self, message):
         """Step a message from a peer.  Returns False (and drops it) when it
@@ -235,8 +246,20 @@ class Replica:
         its term yet, or leadership is lost before the change commits;
         `InvalidArgument` for a change that makes no sense (adding a member,
         promoting a voter, removing the last voter, a learner that is not
-        caught up)."""
-        index, reason = self.core.propose_conf_change(kind, node_id, address)
+        caught up).
+
+        ``add_voter`` of a new node adds it as a learner and promotes it
+        once it has caught up (`RaftCore.propose_conf_change`): the callback
+        fires when the promotion is applied, or with `Unavailable` when this
+        node loses leadership first or the learner has not caught up within
+        ``promote_timeout_ticks`` (it stays a learner; this leader still
+        promotes it when it catches up)."""
+        core = self.core
+        auto = kind == confchange.ADD_VOTER and node_id not in core.membership
+        index, reason = core.propose_conf_change(kind, node_id, address)
+        if index is not None and auto:
+            self._promotions[node_id] = (callback, self._ticks + self.promote_timeout_ticks)
+            return
         if index is None:
             if isinstance(reason, confchange.ConfChangeBusy):
                 error = errors.Unavailable(str(reason))
@@ -359,6 +382,14 @@ class Replica:
             # durable: the spooled copy is no longer needed.
             self._release_after_apply = False
             self._store.release()
+        if self._promotions:
+            for entry in entries:
+                if entry.kind == CONF:
+                    config = confchange.decode(entry.data)
+                    for node_id in sorted(self._promotions):
+                        if node_id in config.voters:
+                            callback, _ = self._promotions.pop(node_id)
+                            self._call(callback, confchange.members(config), None)
         proposals = self._proposals
         if not proposals:
             return
@@ -396,6 +427,11 @@ class Replica:
         self._seen_role_term = now
         if self._senders and core.role != LEADER:
             self._prune_senders()
+        if self._promotions:
+            waiting, self._promotions = self._promotions, {}
+            for node_id, (callback, _) in sorted(waiting.items()):
+                self._call(callback, None, errors.Unavailable(
+                    "leadership lost before %s was promoted (it may be a learner now)" % node_id))
         if not self._proposals:
             return
         committed = core.log.committed

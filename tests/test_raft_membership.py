@@ -82,11 +82,11 @@ class AppendTimeConfiguration(SynchronousTestCase):
         net.isolate("b")
         net.isolate("c")
         a = net.cores["a"]
-        index, err = a.propose_conf_change("add_voter", "d")
+        index, err = a.propose_conf_change("remove", "c")
         self.assertIsNone(err)
         self.assertGreater(index, a.log.committed)
-        self.assertEqual(a.membership, ClusterConfig("abcd"))
-        self.assertIn("d", a.peers)
+        self.assertEqual(a.membership, ClusterConfig("ab"))
+        self.assertNotIn("c", a.peers)
         self.assertEqual(a.status()["conf_pending"], True)
 
     def test_a_follower_uses_a_configuration_as_soon_as_it_appends_it(self):
@@ -151,13 +151,13 @@ class AppendTimeConfiguration(SynchronousTestCase):
         self.assertEqual(a.propose_conf_change("add_voter", "d"), (None, "not leader"))
 
     def test_after_adding_a_voter_a_majority_of_the_new_configuration_commits(self):
-        net = Network(["a", "b", "c"])
-        net.elect("a")
+        net = with_learner_d()
         a = net.cores["a"]
-        a.propose_conf_change("add_voter", "d")  # d does not exist: it never answers
+        self.assertIsNone(a.propose_conf_change("promote", "d")[1])
         net.flush("a")
         committed = a.log.committed
         net.isolate("c")
+        net.isolate("d")
         net.propose("a")
         # a and b are 2 of 4: not a majority any more
         self.assertEqual(a.log.committed, committed)
@@ -181,6 +181,69 @@ class AppendTimeConfiguration(SynchronousTestCase):
         net.tick("a")
         self.assertEqual(a.log.committed, a.log.last_index())
         self.assertNotIn("c", a.peers)
+
+
+def with_learner_d(**kw):
+    """{a, b, c} led by a, plus a caught-up learner d (booted knowing the
+    cluster, so not blank: plain log replication)."""
+    net = Network(["a", "b", "c"], **kw)
+    net.elect("a")
+    net.ids.append("d")
+    net.cores["d"] = new_core("d", ["a", "b", "c"], **kw)
+    net.applied["d"], net.read_states["d"] = [], []
+    net.cores["a"].propose_conf_change("add_learner", "d")
+    net.flush("a")
+    net.tick("a", 2)
+    return net
+
+
+class AutoPromotion(SynchronousTestCase):
+    def test_add_voter_of_a_new_node_adds_a_learner_and_promotes_it_once_caught_up(self):
+        net = Network(["a", "b", "c"])
+        net.elect("a")
+        a = net.cores["a"]
+        net.ids.append("d")
+        net.cores["d"] = d = new_core("d", ["a", "b", "c"])
+        net.applied["d"], net.read_states["d"] = [], []
+        net.isolate("d")
+        index, err = a.propose_conf_change("add_voter", "d")
+        net.flush("a")
+        self.assertIsNone(err)
+        self.assertEqual(a.membership, ClusterConfig("abc", "d"))  # a learner first
+        self.assertEqual(a.pending_promotions, ("d",))
+        net.tick("a", 3)
+        self.assertEqual(a.membership, ClusterConfig("abc", "d"))  # not caught up
+        net.heal()
+        net.tick("a", 3)
+        self.assertEqual(a.membership, ClusterConfig("abcd"))
+        self.assertEqual(a.pending_promotions, ())
+        self.assertTrue(d.promotable)
+        self.assertEqual(a.log.committed, a.log.last_index())
+
+    def test_add_voter_of_a_learner_promotes_it_if_caught_up(self):
+        net = with_learner_d()
+        a = net.cores["a"]
+        net.isolate("d")
+        for _ in range(3):
+            net.propose("a")
+        a.config.promote_max_lag = 1
+        self.assertIsInstance(a.propose_conf_change("add_voter", "d")[1], ConfChangeError)
+        net.heal()
+        net.tick("a")
+        self.assertIsNone(a.propose_conf_change("add_voter", "d")[1])
+        self.assertEqual(a.membership, ClusterConfig("abcd"))
+
+    def test_a_new_leader_does_not_inherit_pending_promotions(self):
+        net = Network(["a", "b", "c"], pre_vote=False, check_quorum=False)
+        net.elect("a")
+        a = net.cores["a"]
+        a.propose_conf_change("add_voter", "d")  # d never answers
+        net.flush("a")
+        net.tick("a")
+        net.campaign("b")
+        self.assertEqual(a.pending_promotions, ())
+        self.assertEqual(net.cores["b"].pending_promotions, ())
+        self.assertEqual(net.cores["b"].membership, ClusterConfig("abc", "d"))
 
 
 class Learners(SynchronousTestCase):
@@ -353,27 +416,20 @@ class RemovingNodes(SynchronousTestCase):
     def test_a_node_removed_by_an_uncommitted_change_may_still_campaign_and_hand_over(self):
         # Leader b proposed its own removal and lost leadership before it
         # committed; only b holds it.  The other voters a, c cannot elect
-        # anyone without b (its log is newer) or d (blank: added, still
-        # waiting for its snapshot, restarted): b must be able to campaign,
-        # counting votes in {a, c, d}; it then commits and hands over.
-        net = Network(["a", "b", "c"], pre_vote=False, check_quorum=False)
+        # anyone without b (its log is newer) or d (down): b must be able to
+        # campaign, counting votes in {a, c, d}; it then commits and hands
+        # over.
+        net = Network(["a", "b", "c", "d"], pre_vote=False, check_quorum=False)
         net.elect("b")
         a, b, c = net.cores["a"], net.cores["b"], net.cores["c"]
-        net.ids.append("d")
-        net.cores["d"] = new_core("d", [])
-        net.applied["d"], net.read_states["d"] = [], []
-        b.propose_conf_change("add_voter", "d")
-        net.flush("b")
-        net.tick("b")
-        self.assertEqual(a.membership, ClusterConfig("abcd"))
+        net.isolate("d")
         net.drop(lambda m: m.type == t.APP)
         b.propose_conf_change("remove", "b")
         net.flush("b")
         self.assertEqual(b.membership, ClusterConfig("acd"))
         self.assertTrue(b.promotable)
-        net.cores["d"] = new_core("d", [])  # restarted: blank, no floor
         net.hook = None
-        net.campaign("c")  # a grants; b (newer log) and d (blank) do not
+        net.campaign("c")  # a grants; b (newer log) does not, d is down
         self.assertNotEqual(c.role, t.LEADER)
         self.assertNotEqual(b.role, t.LEADER)  # c's term deposed it
         net.campaign("b")
@@ -460,6 +516,38 @@ class ReplicaMembership(SynchronousTestCase):
         self.assertEqual(datas["d"], datas["e"])
         # d and e joined after compaction: they got snapshots
         self.assertGreaterEqual(net.stores["d"].finished + net.stores["e"].finished, 1)
+
+    def test_add_voter_answers_once_the_new_node_is_promoted(self):
+        net = ReplicaNet(["a", "b", "c"], snapshot_chunk_bytes=64)
+        net.write_many(30)
+        net.add_node("d")
+        out = net.conf_change("add_voter", "d")
+        net.tick(5)
+        self.assertEqual(out, [([(i, "voter") for i in "abcd"], None)])
+        self.assertEqual(net.stores["d"].finished, 1)  # it joined from a snapshot
+
+    def test_add_voter_fails_when_the_leader_goes_before_the_promotion(self):
+        net = ReplicaNet(["a", "b", "c"])
+        leader = net.until_leader()
+        net.add_node("d")
+        net.isolate("d")
+        out = []
+        leader.propose_conf_change("add_voter", "d", lambda r, e: out.append(e))
+        net.tick(3)
+        self.assertEqual(out, [])
+        net.isolate(leader.node_id)
+        net.tick(40)
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0], errors.Unavailable)
+
+    def test_add_voter_of_an_unreachable_node_times_out_and_leaves_a_learner(self):
+        net = ReplicaNet(["a", "b", "c"])
+        leader = net.until_leader()
+        out = []
+        leader.propose_conf_change("add_voter", "d", lambda r, e: out.append(e))
+        net.tick(leader.promote_timeout_ticks + 1)
+        self.assertIsInstance(out[0], errors.Unavailable)
+        self.assertIn(("d", "learner"), leader.members())
 
     def test_the_configuration_survives_restarts_from_the_log_and_from_the_state_machine(self):
         net = ReplicaNet(["a", "b", "c"], snapshot_entries=10, compaction_overhang=2)

@@ -154,6 +154,8 @@ class RaftCore:
         # release a newer read with an older index.  The nonce comes from
         # the injected RNG, so each incarnation needs its own seed.
         self._read_nonce = rng.getrandbits(64).to_bytes(8, "big")
+        # Learners added by add_voter, promoted once caught up (leader).
+        self._auto_promote = set()
         # Leadership transfer: while set, a leader refuses proposals and
         # sends TIMEOUT_NOW once the target's log is complete.
         self.lead_transferee = None
@@ -245,9 +247,43 @@ class RaftCore:
         ``address`` is recorded for the host (where that member listens).
         Returns ``(index, None)``, or ``(None, reason)`` where reason is
         the string ``"not leader"``, a `confchange.ConfChangeBusy` (retry
-        later) or the `confchange.ConfChangeError` of an invalid change."""
+        later) or the `confchange.ConfChangeError` of an invalid change.
+
+        ``add_voter`` of a node that is not a member adds it as a learner
+        and promotes it (this leader, automatically) once it has caught up
+        (`pending_promotions`): a voter never starts empty, so a quorum
+        never depends on a node that has nothing (thesis §4.2.1); the
+        returned index is the learner entry's.  ``add_voter`` of a learner
+        is ``promote``."""
         if self.role != LEADER or self.lead_transferee is not None:
             return None, "not leader"
+        auto = False
+        if kind == confchange.ADD_VOTER:
+            if node_id in self.tracker.config.learners:
+                kind = confchange.PROMOTE
+            elif node_id not in self.tracker.config:
+                kind, auto = confchange.ADD_LEARNER, True
+        index, reason = self._propose_conf(kind, node_id, address)
+        if auto and index is not None:
+            self._auto_promote.add(node_id)
+        return index, reason
+
+    @property
+    def pending_promotions(self):
+        """Learners this leader promotes once they have caught up."""
+        return tuple(sorted(self._auto_promote))
+
+    def _maybe_auto_promote(self):
+        for node_id in sorted(self._auto_promote):
+            index, reason = self._propose_conf(confchange.PROMOTE, node_id, None)
+            if index is not None or isinstance(reason, confchange.ConfChangeError):
+                # Promoted, or not caught up yet (try again later)...
+                if index is not None:
+                    self._auto_promote.discard(node_id)
+                continue
+            return  # busy: one change at a time
+
+    def _propose_conf(self, kind, node_id, address):
         log = self.log
         # The fix to single-server changes (Ongaro, raft-dev 2015): a new
         # leader must commit an entry of its own term first, or a change
@@ -425,6 +461,8 @@ class RaftCore:
         AppendEntries per follower for all proposals of a host turn, one
         heartbeat round for all reads, one READ_INDEX for a follower's reads."""
         if self.role == LEADER:
+            if self._auto_promote and self.lead_transferee is None:
+                self._maybe_auto_promote()
             if self._pending_bcast:
                 send_if_empty = self._pending_bcast >= _BCAST_COMMIT
                 self._pending_bcast = 0
@@ -570,6 +608,7 @@ class RaftCore:
         self._pending_read_round = False
         self.lead_transferee = None
         self._snapshot_requests = []
+        self._auto_promote = set()
         if self._reads is not None or self._reads_waiting_commit:
             self._fail_leader_reads()
 
@@ -988,6 +1027,7 @@ class RaftCore:
         self.peers = tuple(i for i in self.tracker.ids if i != self.id)
         if self.lead_transferee is not None and self.lead_transferee not in config.voters:
             self.lead_transferee = None
+        self._auto_promote &= set(config.learners)
         if self.role == LEADER:
             # New members are probed; a removed leader steps down once the
             # change is committed (`_maybe_commit`).
