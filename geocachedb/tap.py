@@ -68,6 +68,7 @@ class Options(usage.Options):
         ["advertise", None, None, "HOST:PORT clients should use to reach this node (default 127.0.0.1 and the --listen port)."],
         ["peers", None, "", "The other voters: ID=HOST:PORT,... (ID:HOST:PORT accepted too). Empty: a single-node cluster."],
         ["cluster-id", None, "geocache", "Cluster name; peers from another cluster are refused."],
+        ["restore", None, None, "Start a new one-node cluster from this backup file (geocache-cli backup); needs an empty --data."],
         ["join", None, None, "HOST:PORT of a node of a running cluster to join (this node starts empty and is added as a learner, then promoted)."],
         ["storage", None, storage.DEFAULT, "Storage backend: %s." % ", ".join(sorted(storage.BACKENDS))],
         ["data", None, None, "Data directory (default ./data/ID)."],
@@ -90,6 +91,10 @@ class Options(usage.Options):
                 "--storage must be one of %s" % ", ".join(sorted(storage.BACKENDS))
             )
         self["peers"] = parse_peers(self["peers"])
+        if self["restore"] and (self["peers"] or self["join"]):
+            raise usage.UsageError("--restore starts a new one-node cluster: no --peers or --join (others join it afterwards)")
+        if self["restore"] and not os.path.isfile(self["restore"]):
+            raise usage.UsageError("--restore: no such file: %s" % self["restore"])
         if self["join"] and self["peers"]:
             raise usage.UsageError("--join and --peers exclude each other: a joining node learns its peers from the cluster")
         if self["id"] in self["peers"]:
@@ -154,6 +159,7 @@ def build_node_config(options):
         advertise=advertised_address(options),
         snapshot_entries=options["snapshot-entries"],
         join=options["join"],
+        restore=options["restore"],
     )
 
 

@@ -25,13 +25,13 @@ class BlockingClient:
         self._client = AsyncioClient(addresses, timeout=timeout, loop=self._loop)
         self._closed = False
 
-    def _run(self, coroutine):
+    def _run(self, coroutine, timeout=None):
         if self._closed:
             coroutine.close()
             raise errors.Unavailable("client is closed")
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
-            return future.result(self.timeout + 1.0)
+            return future.result((timeout or self.timeout) + 1.0)
         except TimeoutError:
             future.cancel()
             raise errors.Unavailable("timed out after %.1fs" % self.timeout) from None
@@ -50,6 +50,41 @@ class BlockingClient:
 
     def status(self):
         return self._run(self._client.status())
+
+    def backup(self, path):
+        """Write a consistent backup to ``path`` (the snapshot stream, which
+        carries a CRC32); verified before it is moved into place.  Returns
+        ``(applied_index, keys, sha256 hex)``."""
+        import hashlib
+        import os
+
+        from geocachedb.storage.snapshot import SnapshotReader
+
+        tmp = path + ".part"
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as f:
+            def write(chunk):
+                digest.update(chunk)
+                f.write(chunk)
+
+            index = self._run(self._client.backup(write), timeout=max(self.timeout, 600.0))
+            f.flush()
+            os.fsync(f.fileno())
+
+        def chunks():
+            with open(tmp, "rb") as f:
+                while True:
+                    data = f.read(1 << 20)
+                    if not data:
+                        return
+                    yield data
+
+        from geocachedb.sessions import RESERVED_PREFIX
+
+        # Reading it all checks the CRC; the count is of user keys only.
+        keys = sum(1 for k, _ in SnapshotReader(chunks()).items() if not k.startswith(RESERVED_PREFIX))
+        os.replace(tmp, path)
+        return index, keys, digest.hexdigest()
 
     def members(self):
         return self._run(self._client.members())

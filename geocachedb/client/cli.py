@@ -24,6 +24,8 @@ commands:
   delete KEY             delete a key
   scan [PREFIX [LIMIT]]  list keys starting with PREFIX (default limit 100)
   status                 the node's role, term, leader and indexes
+  backup FILE            write a consistent backup of every key to FILE
+                         (restore: twistd -n geocache --restore FILE ...)
   member list            the cluster's members (* marks the leader)
   member add ID HOST:PORT [--learner]
                          add a node (a learner, promoted once caught up)
@@ -97,6 +99,17 @@ def run_command(client, words, out):
         return EXIT_OK
     if command == "member":
         return run_member(client, args, out)
+    if command == "backup":
+        if len(args) != 1:
+            raise UsageError("usage: backup FILE")
+        try:
+            index, keys, sha = client.backup(args[0])
+        except OSError as e:
+            raise UsageError("cannot write %s: %s" % (args[0], e.strerror or e)) from None
+        except ValueError as e:
+            raise UsageError("the backup received is damaged (%s); nothing was written" % e) from None
+        print("backup of %d keys at index %d written to %s (sha256 %s)" % (keys, index, args[0], sha), file=out)
+        return EXIT_OK
     if command == "status":
         for name, value in client.status().items():
             print("%-14s %s" % (name, value), file=out)

@@ -46,6 +46,8 @@ def build_request(kind, key=b"", value=b"", serializable=False, **extra):
         r.serializable = serializable
     elif kind == "status":
         request.status.SetInParent()
+    elif kind == "backup":
+        request.backup.backup_id = extra.get("backup_id", 0)
     elif kind == "member":
         m = request.member
         m.action = extra.get("action", "list")
@@ -82,6 +84,9 @@ def result_of(kind, response):
             "commit_index": s.commit_index,
             "applied_index": s.applied_index,
         }
+    if kind == "backup":
+        b = response.backup
+        return b.backup_id, b.chunk, b.done, b.index
     if kind == "member":
         return [
             {"id": m.id, "address": m.address, "role": m.role, "is_leader": m.is_leader}

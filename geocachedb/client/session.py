@@ -164,6 +164,20 @@ class Session:
     async def status(self):
         return await self.call("status")
 
+    async def backup(self, write):
+        """Pull a consistent backup of the whole key space, calling
+        ``write(chunk)`` for each piece of the snapshot stream; returns the
+        applied index it was taken at.  All chunks come from one node."""
+        backup_id, chunk, done, index = await self.call("backup")
+        pinned = self._current
+        while True:
+            write(chunk)
+            if done:
+                return index
+            if self._current != pinned:
+                raise errors.Unavailable("the node serving the backup went away; start it again")
+            backup_id, chunk, done, index = await self.call("backup", backup_id=backup_id)
+
     # Maintenance: membership and leadership (run by the leader).
     async def members(self):
         return await self.call("member", action="list")

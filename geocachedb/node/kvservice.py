@@ -60,6 +60,7 @@ class KVService:
             "range": self._range,
             "status": self._status,
             "member": self._member,
+            "backup": self._backup,
         }
 
     def handle(self, request, respond, forwarded=False):
@@ -221,6 +222,34 @@ class KVService:
         self.node.change_membership(
             m.action, m.node_id, m.address, m.learner, self._done(request, respond, build)
         )
+
+    def _backup(self, request, respond):
+        rid = request.id
+        backup_id = request.backup.backup_id
+        backups = self.node.backups
+
+        def chunk_response(bid):
+            chunk, done, index = backups.next_chunk(bid)
+            return pb.Response(
+                id=rid, backup=pb.BackupResponse(backup_id=bid, chunk=chunk, done=done, index=index)
+            )
+
+        if backup_id:
+            respond(chunk_response(backup_id))
+            return
+
+        def opened(_, error):
+            if error is not None:
+                respond(error_response(rid, error))
+                return
+            try:
+                respond(chunk_response(backups.open(*self.node.replica.snapshot())))
+            except errors.GeoCacheError as e:
+                respond(error_response(rid, e))
+
+        # Open it at a linearizable point: every write acknowledged before
+        # the request is in the backup.
+        self.node.read_barrier(opened)
 
     def _status(self, request, respond):
         s = self.node.status()

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from geocachedb import errors
 from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
+from geocachedb.node.backups import Backups
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
 from geocachedb.node.metrics import NodeMetrics
 from geocachedb.raft.types import RaftConfig
@@ -70,6 +71,7 @@ class NodeConfig:
         advertise=None,
         snapshot_entries=10000,
         join=None,
+        restore=None,
     ):
         self.node_id = node_id
         self.data_dir = data_dir
@@ -87,6 +89,7 @@ class NodeConfig:
         self.advertise = advertise
         self.snapshot_entries = snapshot_entries
         self.join = join
+        self.restore = restore
 
     @property
     def clustered(self):
@@ -151,6 +154,7 @@ class Node(service.Service):
         self._ticker = None
         self.kv = None  # the KVService, set when it is created
         self._promotions = {}  # learner id -> deadline for its promotion
+        self.backups = Backups(self._reactor.seconds)
         self._known_addresses = None
         self.log_level = NodeLogLevel()
 
@@ -167,6 +171,8 @@ class Node(service.Service):
             # A locked, corrupt or unreadable data directory: one line, exit.
             raise SystemExit("geocache: cannot open the data in %s: %s" % (cfg.data_dir, e)) from None
         self.state_machine = KVStateMachine(self.storage)
+        if cfg.restore:
+            self._restore(cfg.restore)
         if self._transport_factory is not None:
             self.transport = self._transport_factory(self)
         raft_config = RaftConfig(
@@ -208,6 +214,7 @@ class Node(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        self.backups.close_all()
         if self.replica is not None:
             self.replica.close()
         if self._ticker is not None and self._ticker.running:
@@ -229,6 +236,7 @@ class Node(service.Service):
         self.replica.tick()
         self._expire_waiting()
         self._check_promotions()
+        self.backups.expire()
         self.schedule()
 
     def schedule(self):
@@ -433,6 +441,33 @@ class Node(service.Service):
             callback(None, errors.InvalidArgument("unknown member action %r" % action))
             return
         self._leader_aware(start, done)
+
+    def _restore(self, path):
+        """--restore FILE: a new one-voter cluster from a backup (others then
+        join).  A corrupt backup or a non-empty data directory stops the
+        node with one line; nothing is changed then."""
+        from geocachedb.snapshots import restore_as_new_cluster
+
+        def chunks():
+            with open(path, "rb") as f:
+                while True:
+                    chunk = f.read(256 * 1024)
+                    if not chunk:
+                        return
+                    yield chunk
+
+        if self.raft_log.last_index() != 0 or self.raft_log.hard_state().term != 0:
+            self.log.info("data directory already initialised; --restore {path} ignored", path=path)
+            return
+        try:
+            index = restore_as_new_cluster(
+                self.state_machine, self.raft_log, self.node_id, chunks(), self.config.advertise
+            )
+        except (OSError, ValueError) as e:
+            self.raft_log.close()
+            self.storage.close()
+            raise SystemExit("geocache: cannot restore from %s: %s" % (path, e)) from None
+        self.log.info("restored {path} (applied index {index}) as a new one-node cluster", path=path, index=index)
 
     def _ask_to_join(self, attempt=1):
         """--join: ask the cluster (through any node) to add this node; it

@@ -25,7 +25,7 @@ UNAVAILABLE: ErrorCode
 INTERNAL: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "get", "put", "delete", "range", "status", "member", "client_id", "seq", "ack_floor")
+    __slots__ = ("id", "get", "put", "delete", "range", "status", "member", "backup", "client_id", "seq", "ack_floor")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class Request(_message.Message):
     RANGE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
@@ -43,10 +44,11 @@ class Request(_message.Message):
     range: RangeRequest
     status: StatusRequest
     member: MemberRequest
+    backup: BackupRequest
     client_id: int
     seq: int
     ack_floor: int
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., member: _Optional[_Union[MemberRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., member: _Optional[_Union[MemberRequest, _Mapping]] = ..., backup: _Optional[_Union[BackupRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key", "serializable")
@@ -100,6 +102,24 @@ class MemberRequest(_message.Message):
     learner: bool
     def __init__(self, action: _Optional[str] = ..., node_id: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...
 
+class BackupRequest(_message.Message):
+    __slots__ = ("backup_id",)
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    backup_id: int
+    def __init__(self, backup_id: _Optional[int] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("backup_id", "chunk", "done", "index")
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    backup_id: int
+    chunk: bytes
+    done: bool
+    index: int
+    def __init__(self, backup_id: _Optional[int] = ..., chunk: _Optional[bytes] = ..., done: _Optional[bool] = ..., index: _Optional[int] = ...) -> None: ...
+
 class Member(_message.Message):
     __slots__ = ("id", "address", "role", "is_leader")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -131,7 +151,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_addr: _Optional[str] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "get", "put", "delete", "range", "status", "member")
+    __slots__ = ("id", "error", "get", "put", "delete", "range", "status", "member", "backup")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +160,7 @@ class Response(_message.Message):
     RANGE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     get: GetResponse
@@ -148,7 +169,8 @@ class Response(_message.Message):
     range: RangeResponse
     status: StatusResponse
     member: MemberResponse
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ..., status: _Optional[_Union[StatusResponse, _Mapping]] = ..., member: _Optional[_Union[MemberResponse, _Mapping]] = ...) -> None: ...
+    backup: BackupResponse
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ..., status: _Optional[_Union[StatusResponse, _Mapping]] = ..., member: _Optional[_Union[MemberResponse, _Mapping]] = ..., backup: _Optional[_Union[BackupResponse, _Mapping]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("found", "value")
