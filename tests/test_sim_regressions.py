@@ -9,6 +9,8 @@ is why each bug also has a test that puts the bug back (monkeypatched) and
 checks that the simulator still finds it.
 """
 
+from unittest import SkipTest
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb.raft import core
@@ -24,6 +26,23 @@ STALE_READ_AFTER_RESTART = (
     "on the core of ba6b6c9, fixed by 809a6d1 (a per-incarnation nonce in the "
     "batch context, and the answer must come from the leader asked)"
 )
+
+REJECTED_VOTE_RESETS_TIMER = (
+    "liveness: with pre-vote off, a follower that rejects a higher-term vote "
+    "request still restarts its election timer (RaftCore.step -> "
+    "_become_follower -> _reset), contrary to Figure 2 (only granting a vote or "
+    "hearing from the leader does).  Two nodes with stale logs and fast clocks "
+    "(7 vs 12 units a tick) campaign again and again, each time resetting the "
+    "up-to-date nodes' timers before they expire: no leader, ever.  Open "
+    "(reported to the core's author)"
+)
+
+# Seeds that still fail on the current core because of an open, reported
+# bug: they are skipped while they fail only in the known way, and become
+# ordinary pinned seeds once the core is fixed.
+KNOWN_OPEN = [
+    (4503, 5, "liveness", REJECTED_VOTE_RESETS_TIMER),
+]
 
 PINNED = [
     (1961, 5, STALE_READ_AFTER_RESTART),
@@ -43,6 +62,23 @@ class PinnedSeeds(SynchronousTestCase):
                        sim.replay_command(seed, nodes))
                 )
         self.assertEqual(failures, [], "\n".join(failures))
+
+
+class KnownOpenBugs(SynchronousTestCase):
+    def test_seeds_of_open_bugs_fail_only_in_the_known_way(self):
+        known = []
+        for seed, nodes, kind, bug in KNOWN_OPEN:
+            result = sim.run_seed(seed, nodes, sim.SimConfig())
+            kinds = {v.kind for v in result.violations}
+            self.assertTrue(
+                kinds <= {kind},
+                "seed %d (%d nodes) fails in a new way: %s\n  replay: %s"
+                % (seed, nodes, result.violations[:3], sim.replay_command(seed, nodes)),
+            )
+            if kinds:
+                known.append("seed %d (%d nodes): %s" % (seed, nodes, bug))
+        if known:
+            raise SkipTest("open core bugs still reproduce:\n" + "\n".join(known))
 
 
 class StaleReadAfterRestart(SynchronousTestCase):
