@@ -32,6 +32,7 @@ from geocachedb.raft import types as t
 from geocachedb.raft.core import RaftCore, check_message, snapshot_chunk, snapshot_flags
 from geocachedb.raft.types import CONF, LEADER, Message, RaftConfig, SnapshotMeta
 from geocachedb.snapshots import MemorySnapshotStore, OutgoingSnapshot
+from geocachedb.storage.snapshot import SnapshotReader
 
 log = Logger()
 
@@ -307,11 +308,27 @@ class Replica:
         """A consistent snapshot of the state machine for a backup:
         ``(SnapshotMeta, chunks)`` where chunks iterate the
         `geocachedb.storage.snapshot` stream (consume or close it)."""
-        index = self._sm.applied_index
+        index, chunks = self._open_snapshot()
         meta = self.core.snapshot_meta(index)
         if meta is None:
             meta = SnapshotMeta(index, 0, self.core.membership)
-        return meta, self._sm.snapshot_chunks()
+        return meta, chunks
+
+    def _open_snapshot(self):
+        """``(index, chunks)``: the state machine's snapshot stream and the
+        applied index it holds (read from the stream's own header, so the
+        metadata always describes the bytes sent).  A state machine that
+        keeps applied writes in memory (write-behind) flushes them first."""
+        flush = getattr(self._sm, "flush", None)
+        if flush is not None:
+            flush()
+        chunks = iter(self._sm.snapshot_chunks())
+        try:
+            first = next(chunks)
+        except StopIteration:
+            raise ValueError("empty snapshot stream") from None
+        index = SnapshotReader(iter([first])).read_header()
+        return index, _prepend(first, chunks)
 
     def close(self):
         """Release what outgoing snapshot transfers hold (storage read
@@ -538,17 +555,19 @@ class Replica:
             old.close()
         if core.role != LEADER:
             return
-        # The storage's snapshot is consistent at its applied index, which
-        # is therefore the snapshot's index.
-        index = self._sm.applied_index
-        meta = core.snapshot_meta(index)
-        chunks_of = getattr(self._sm, "snapshot_chunks", None)
-        if (meta is None or chunks_of is None or not meta.config.voters.voters
-                or meta.index == 0):
-            # Not known (yet) what configuration holds there: ask again later.
+        if getattr(self._sm, "snapshot_chunks", None) is None:
             core.snapshot_failed(peer)
             return
-        sender = OutgoingSnapshot(peer, core.term, meta, chunks_of(),
+        # The storage's snapshot is consistent at the applied index in its
+        # header, which is therefore the snapshot's index.
+        index, chunks = self._open_snapshot()
+        meta = core.snapshot_meta(index)
+        if meta is None or not meta.config.voters.voters or meta.index == 0:
+            # Not known (yet) what configuration holds there: ask again later.
+            chunks.close()
+            core.snapshot_failed(peer)
+            return
+        sender = OutgoingSnapshot(peer, core.term, meta, chunks,
                                   self.config.snapshot_chunk_bytes, self._ticks)
         self._senders[peer] = sender
         core.snapshot_sending(peer, meta.index)
@@ -688,3 +707,15 @@ class Replica:
             raft_log.reset(meta.index, meta.term)
             raft_log.sync()
         self._release_after_apply = True
+
+
+def _prepend(first, rest):
+    """``first`` then the rest of the iterator ``rest``; closing this closes
+    ``rest`` (an LMDB snapshot holds a read transaction until then)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
