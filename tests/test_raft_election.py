@@ -121,3 +121,19 @@ class ElectionTests(SynchronousTestCase):
         net.elect("a")
         net.send(Message(t.APP, "a", "b", 5))
         self.assertEqual((net.cores["a"].role, net.cores["a"].term), (t.FOLLOWER, 5))
+
+    def test_a_rejected_higher_term_vote_request_does_not_restart_the_election_timer(self):
+        # Figure 2: a follower's timer restarts only when it hears from the
+        # leader or grants a vote.  Found by the simulator (seed 4503): two
+        # candidates with stale logs and fast clocks kept resetting the
+        # up-to-date nodes' timers, and nobody was ever elected.
+        core = new_core("a", ["a", "b", "c"], log=log_with([1, 1, 1]), pre_vote=False,
+                        check_quorum=False)
+        for _ in range(5):
+            core.tick()
+        core.step(Message(t.VOTE, "a", "b", 4, log_term=1, index=1))  # stale log
+        drain(core)
+        self.assertEqual((core.term, core.vote, core.election_elapsed), (4, None, 5))
+        core.step(Message(t.VOTE, "a", "c", 5, log_term=1, index=3))  # granted
+        drain(core)
+        self.assertEqual((core.term, core.vote, core.election_elapsed), (5, "c", 0))

@@ -366,6 +366,14 @@ class RaftCore:
                 pass  # a grant carries the term we would campaign at
             elif m.type in (t.APP, t.HEARTBEAT, t.SNAPSHOT):
                 self._become_follower(m.term, m.frm)
+            elif m.type == t.VOTE and self.role == FOLLOWER:
+                # Figure 2: only hearing from the leader or granting a vote
+                # restarts the election timer (`_handle_vote_request` does
+                # when it grants).  A rejected candidate with a stale log
+                # must not keep the up-to-date nodes from ever timing out.
+                elapsed = self.election_elapsed
+                self._become_follower(m.term, None)
+                self.election_elapsed = elapsed
             else:
                 self._become_follower(m.term, None)
         elif m.term < self.term:
