@@ -527,7 +527,8 @@ class Replica:
         """The highest index the log may be compacted to: applied and known
         durable in the state machine, persisted in the log, and not past a
         snapshot still being streamed (its follower continues from there)."""
-        limit = min(self._durable_applied, self._log.last_index(), self.core.log.applied)
+        limit = min(self._durable_applied, self._log.last_index(), self.core.log.applied,
+                    getattr(self._sm, "durable_index", self._durable_applied))
         for sender in self._senders.values():
             limit = min(limit, sender.meta.index)
         return limit

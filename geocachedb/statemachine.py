@@ -67,29 +67,71 @@ CONF_KEY = RESERVED_PREFIX + b"raft/conf"
 
 
 class KVStateMachine:
-    def __init__(self, storage):
+    """``write_behind=0``: every `apply` is one durable storage transaction.
+    ``write_behind=N``: applied batches collect in memory (reads see them)
+    and reach storage in one transaction once N keys are pending or when
+    `flush` is called (the node flushes every 100 ms and before snapshots,
+    scans and shutdown).  A write is acknowledged once its Raft entry is
+    fsynced in the log, as in etcd; the storage is a cache of the log's
+    prefix, so after a crash the entries past the storage's applied index
+    are simply applied again.  `durable_index` tells the host how far the
+    log may be compacted."""
+
+    def __init__(self, storage, write_behind=0):
         self.storage = storage
         self.sessions = SessionTable(storage)
+        self.write_behind = write_behind
+        self._pending = {}  # key -> value, or None for a delete
+        self._pending_index = 0
+        index = storage.applied_index()
+        # (the flush before the last, the last): LMDB without the meta-page
+        # fsync may lose its last transaction to an OS crash.
+        self._flushed = (index, index)
 
     def reload(self):
         """Rebuild derived state after the storage was replaced (snapshot)."""
+        self._pending = {}
+        self._pending_index = 0
+        index = self.storage.applied_index()
+        self._flushed = (index, index)
         self.sessions = SessionTable(self.storage)
 
     @property
     def applied_index(self):
-        return self.storage.applied_index()
+        return self._pending_index or self.storage.applied_index()
+
+    @property
+    def durable_index(self):
+        """Every entry up to here is in storage and cannot be undone by a
+        crash: the Raft log may drop it."""
+        return self._flushed[0]
+
+    def flush(self):
+        """Write what is pending in one storage transaction."""
+        if not self._pending_index:
+            return
+        pending, self._pending = self._pending, {}
+        index, self._pending_index = self._pending_index, 0
+        self.storage.apply_batch(
+            [(k, v) for k, v in pending.items() if v is not None],
+            [k for k, v in pending.items() if v is None],
+            index,
+        )
+        self._flushed = (self._flushed[1], index)
 
     def configuration(self):
         """The data of the last CONF entry applied (None if there was none)."""
-        return self.storage.get(CONF_KEY)
+        return self.get(CONF_KEY)
 
     def snapshot_chunks(self):
         """The state at the applied index, as `IStorage.snapshot_out` chunks."""
+        self.flush()
         return self.storage.snapshot_out()
 
     def restore(self, chunks):
         """Replace the whole state with a snapshot (atomic; ValueError on a
         bad one, and the old state stays)."""
+        self.flush()
         self.storage.snapshot_in(chunks)
         self.reload()
 
@@ -128,25 +170,33 @@ class KVStateMachine:
                     if key in final:
                         existed = final[key] is not None
                     else:
-                        existed = self.storage.get(key) is not None
+                        existed = self.get(key) is not None
                     final[key] = None
                     result = DeleteResult(entry.index, existed)
                     if cid:
                         table.record(cid, cmd.seq, cmd.ack_floor, (sessions.DELETE, entry.index, existed), entry.index, dirty)
             results.append(result)
-        puts = [(k, v) for k, v in final.items() if v is not None]
-        deletes = [k for k, v in final.items() if v is None]
         if dirty:
-            table.evict(dirty, deletes)
-            puts.extend(table.writes(dirty))
-        self.storage.apply_batch(puts, deletes, entries[-1].index)
+            evicted = []
+            table.evict(dirty, evicted)
+            for key in evicted:
+                final[key] = None
+            final.update(table.writes(dirty))
+        self._pending.update(final)
+        self._pending_index = entries[-1].index
+        if not self.write_behind or len(self._pending) >= self.write_behind:
+            self.flush()
         return results
 
     def get(self, key):
+        pending = self._pending
+        if key in pending:
+            return pending[key]
         return self.storage.get(key)
 
     def scan(self, start=b"", end=None, prefix=None, limit=None):
         """A user scan: the reserved key range is never shown."""
+        self.flush()  # simpler than merging the pending writes in order
         out = []
         cursor = start
         while True:

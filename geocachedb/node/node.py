@@ -32,6 +32,12 @@ from geocachedb.statemachine import KVStateMachine
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage import open_storage
 
+# Applied writes reach the storage in one transaction at least this often
+# (or sooner, once this many keys are pending): the Raft log's fsync is what
+# acknowledges a write, so the storage's own fsync stays off the write path.
+FLUSH_SECONDS = 0.1
+WRITE_BEHIND_KEYS = 20000
+
 # A learner added without --learner is promoted once caught up, or the add
 # reports failure after this many seconds (it stays a learner).
 PROMOTE_TIMEOUT = 120
@@ -152,6 +158,7 @@ class Node(service.Service):
         self._waiting = deque()  # (deadline, retry) while no leader is known
         self._started_at = None
         self._ticker = None
+        self._flusher = None
         self.kv = None  # the KVService, set when it is created
         self._promotions = {}  # learner id -> deadline for its promotion
         self.backups = Backups(self._reactor.seconds)
@@ -170,7 +177,7 @@ class Node(service.Service):
         except Exception as e:
             # A locked, corrupt or unreadable data directory: one line, exit.
             raise SystemExit("geocache: cannot open the data in %s: %s" % (cfg.data_dir, e)) from None
-        self.state_machine = KVStateMachine(self.storage)
+        self.state_machine = KVStateMachine(self.storage, write_behind=WRITE_BEHIND_KEYS)
         if cfg.restore:
             self._restore(cfg.restore)
         if self._transport_factory is not None:
@@ -202,6 +209,9 @@ class Node(service.Service):
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self._reactor
         self._ticker.start(cfg.tick_seconds, now=True)
+        self._flusher = LoopingCall(self.state_machine.flush)
+        self._flusher.clock = self._reactor
+        self._flusher.start(FLUSH_SECONDS, now=False)
         self.log.info(
             "node {id} started: storage {storage} in {data}, {n} voter(s), applied index {applied}",
             id=cfg.node_id,
@@ -215,8 +225,11 @@ class Node(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self.backups.close_all()
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
         if self.replica is not None:
             self.replica.close()
+            self.state_machine.flush()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         for _, retry in self._waiting:
