@@ -10,8 +10,9 @@ time after the first input, so several messages may share one batch and one
 fsync).  Ticks come from the scheduler at a per-node rate, so clocks drift.
 
 A crash drops the `Replica` object (its memory is gone), keeps the storage
-(every `apply_batch` was durable) and the disk's durable image, and throws
-away unsynced log writes.  A crash can also be *armed* to fire at the k-th
+(every `apply_batch` was durable), the disk's durable image and a finished
+incoming snapshot (`MemorySnapshotStore`: a partial spool is lost), and
+throws away unsynced log writes.  A crash can also be *armed* to fire at the k-th
 next I/O (a sync or a send), which lands it in the middle of a batch.  A
 restart builds a new `Replica` from what survived, as a real restart would.
 """
@@ -37,17 +38,16 @@ class RecordingStateMachine(KVStateMachine):
             self._checker.applying(self._node_id, entries, self.storage.applied_index() + 1)
         return super().apply(entries)
 
+    def restore(self, chunks):
+        super().restore(chunks)
+        self._checker.installed(self._node_id, self.storage.applied_index())
+
 
 class SimNode:
     def __init__(self, cluster, node_id):
         self.cluster = cluster
         self.node_id = node_id
-        self.disk = SimDisk(node_id, observer=cluster.checker)
-        self.storage = MemoryStorage()
-        self.state_machine = RecordingStateMachine(self.storage, node_id, cluster.checker)
-        # Where incoming InstallSnapshot chunks are spooled; like the disk it
-        # outlives crashes, which lose only a partial spool.
-        self.snapshot_store = MemorySnapshotStore()
+        self.wipe()
         self.replica = None
         self.transport = None
         self.up = False
@@ -60,6 +60,22 @@ class SimNode:
         # here and run when it resumes; its clock does not advance.
         self.paused = False
         self._held = []
+        # Membership (`geocachedb.testing.membership`): the voters a node
+        # boots with (none for a node that joins a running cluster), and
+        # whether the operator runs it at all (a spare not yet added, or a
+        # node decommissioned after its removal, is out of service).
+        self.boot_voters = []
+        self.in_service = True
+        self.decommissioned_at = 0
+
+    def wipe(self):
+        """A new machine under this id: empty disk, storage, spool."""
+        cluster = self.cluster
+        self.disk = SimDisk(self.node_id, observer=cluster.checker)
+        self.storage = MemoryStorage()
+        self.state_machine = RecordingStateMachine(self.storage, self.node_id, cluster.checker)
+        self.snapshot_store = MemorySnapshotStore()
+        cluster.checker.wiped(self.node_id)
 
     # -- life cycle
 
@@ -76,7 +92,7 @@ class SimNode:
         try:
             self.replica = Replica(
                 self.node_id,
-                list(cluster.node_ids),
+                list(self.boot_voters),
                 log,
                 self.transport,
                 self.state_machine,
@@ -210,6 +226,14 @@ class SimNode:
         if self._call(self.replica.transfer_leadership, target, callback):
             self.schedule_process()
 
+    def call(self, method, *args):
+        """Call ``replica.<method>(*args)`` like a client request would
+        (operator commands: membership changes, transfers, compaction)."""
+        if self.up and self._call(getattr(self.replica, method), *args):
+            self.schedule_process()
+            return True
+        return False
+
 
 class ClusterConfig:
     """Knobs of the simulated machines (faults are in `faults.NemesisConfig`).
@@ -229,7 +253,12 @@ class ClusterConfig:
     election_ticks = 10
     heartbeat_ticks = 1
     randomize_raft = True
-    raft_overrides = None  # a dict of RaftConfig options that win over the draw
+    # Up to this many nodes exist: the initial voters plus spares that the
+    # membership operator may add (and removed nodes it may add back).
+    max_nodes = 5
+    # Raft options forced after the random draw (e.g. {"pre_vote": False}
+    # to search a corner the draw reaches only now and then).
+    raft_overrides = None
 
     def __init__(self, **options):
         for name, value in options.items():
@@ -253,14 +282,16 @@ def draw_raft_options(rng, config):
             max_inflight=rng.choice([1, 2, 4, 256]),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
-            # Compact often, so that lagging and restarted followers need
-            # InstallSnapshot, streamed in small chunks.
-            snapshot_entries=rng.choice([0, 10, 30, 100]),
+            # Compact often, so that lagging, restarted and joining nodes need
+            # InstallSnapshot, streamed in small chunks, racing with crashes,
+            # partitions and membership changes; sometimes never, so that
+            # the plain log path stays covered.  (Chunks much smaller than
+            # 64 bytes make a transfer outlast the settling time.)
+            snapshot_entries=rng.choice([0, 5, 10, 30, 100]),
             compaction_overhang=rng.choice([0, 3, 20]),
-            snapshot_chunk_bytes=rng.choice([16, 256, 4096, 256 * 1024]),
+            snapshot_chunk_bytes=rng.choice([64, 256, 4096, 256 * 1024]),
         )
-    if config.raft_overrides:
-        options.update(config.raft_overrides)
+    options.update(config.raft_overrides or {})
     return options
 
 
@@ -269,7 +300,8 @@ class SimCluster:
         self.scheduler = scheduler
         self.checker = checker
         self.config = config or ClusterConfig()
-        self.node_ids = ["n%d" % (n + 1) for n in range(size)]
+        self.node_ids = ["n%d" % (n + 1) for n in range(max(size, self.config.max_nodes))]
+        self.initial = self.node_ids[:size]
         self.network = network_factory(self._deliver)
         self.nodes = {}
         self.crash_listeners = []
@@ -283,13 +315,26 @@ class SimCluster:
                 1, int(round(self.config.tick_interval * (1 + rng.uniform(-skew, skew))))
             )
             self.nodes[node_id] = node
+            if node_id in self.initial:
+                node.boot_voters = list(self.initial)
+            else:
+                node.in_service = False  # a spare: not started until added
 
     def raft_config(self):
         return RaftConfig(**self.raft_options)
 
     def start(self):
-        for node_id in self.node_ids:
+        for node_id in self.initial:
             self.nodes[node_id].start()
+
+    def client_targets(self):
+        """The ids clients connect to: the nodes in service (what an
+        operator lists in a client's configuration)."""
+        return [n for n in self.node_ids if self.nodes[n].in_service] or self.node_ids
+
+    def in_service(self):
+        """The nodes the operator runs (crashed ones included)."""
+        return [self.nodes[n] for n in self.node_ids if self.nodes[n].in_service]
 
     def node(self, node_id):
         return self.nodes.get(node_id)

@@ -14,7 +14,8 @@ Two hooks connect the disk to the rest of the simulator: ``before_sync``
 lets the cluster crash the node in the middle of a batch (the hook raises
 `SimulatedCrash` and the sync never happens), and ``observer`` lets the
 invariant checker see every append (log matching, no truncation of
-committed entries, a leader never rewrites its own log).
+committed entries, a leader never rewrites its own log) and every reset
+to a snapshot (which must not drop a committed entry either).
 """
 
 from zope.interface import implementer
@@ -245,6 +246,9 @@ class SimRaftLog:
 
     def reset(self, index, term):
         self._check()
+        observer = self._disk.observer
+        if observer is not None:
+            observer.before_reset(self, index, term)
         op = ("reset", index, term)
         self._disk.resets += 1
         self._image.apply(op)

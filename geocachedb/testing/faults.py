@@ -200,10 +200,11 @@ class Nemesis:
     # -- crashes
 
     def _may_crash(self):
-        down = len(self.cluster.node_ids) - len(self.cluster.up_nodes())
+        serving = self.cluster.in_service()
+        down = sum(1 for n in serving if not n.up)
         # At most a majority down at once (then the cluster is unavailable,
         # which is allowed; safety must hold regardless).
-        return down < (len(self.cluster.node_ids) + 1) // 2
+        return down < (len(serving) + 1) // 2
 
     def _pick_up_node(self):
         up = self.cluster.up_nodes()
@@ -255,7 +256,7 @@ class Nemesis:
         return True
 
     def _node_crashed(self, node_id):
-        if not self.active or node_id in self._restart:
+        if not self.active or node_id in self._restart or not self.cluster.node(node_id).in_service:
             return
         loops = self._looping.get(node_id)
         if loops:
@@ -281,7 +282,7 @@ class Nemesis:
     def _restart_node(self, node_id):
         self._restart.pop(node_id, None)
         node = self.cluster.node(node_id)
-        if not node.up:
+        if not node.up and node.in_service:
             self.trace("restart %s" % node_id)
             node.start()
 
@@ -401,7 +402,7 @@ class Nemesis:
         for node in self.cluster.nodes.values():
             node._crash_countdown = None
             node.resume()
-            if not node.up:
+            if not node.up and node.in_service:
                 node.start()
         self.trace("healed everything")
 

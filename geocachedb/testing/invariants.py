@@ -18,7 +18,9 @@ keeps a global record and turns any contradiction into a `Violation`:
 * (at the end, from `sim`) every acknowledged write is in the committed log
   at the index it was acknowledged with.
 
-Indexes compacted away are skipped, not failed: the seam for snapshots.
+Indexes compacted away are skipped, not failed.  A log reset to a snapshot
+must not drop a committed entry, and the snapshot's last entry must be the
+committed one at its index.
 """
 
 
@@ -56,6 +58,7 @@ class InvariantChecker:
         self._commit_seen = {}  # node -> highest commit index checked
         self._leaders = {}  # node -> term while we see it as leader
         self._logs = {}  # node -> its log while it leads
+        self._installed = {}  # node -> index of its last installed snapshot
         self.max_term = 0
 
     def _fail(self, kind, message):
@@ -75,6 +78,8 @@ class InvariantChecker:
         if first > last:
             return
         new = {e.index: e for e in entries}
+        # The appending leader's term is at least that of its newest entry.
+        leader_term = max(e.term for e in entries)
         leader = self._role_of(node) == "leader"
         for index in range(first, last + 1):
             old = log.entry(index)
@@ -91,7 +96,8 @@ class InvariantChecker:
                 )
                 leader = False  # one report per append
             committed = self.committed.get(index)
-            if committed is not None and _same(committed, old):
+            if committed is not None and _same(committed, old) and not self._stale_leader(
+                    index, leader_term):
                 self._fail(
                     "committed-entry-lost",
                     "%s truncated committed entry %d (term %d)" % (node, index, old.term),
@@ -124,7 +130,51 @@ class InvariantChecker:
             elif seen_prev is None and prev_term is not None:
                 self._by_id[key] = (kind, data, prev_term)
 
+    def _stale_leader(self, index, leader_term):
+        """Whether a leader of (at least) ``leader_term`` may legally
+        overwrite the committed entry at ``index`` on a node outside the
+        quorum that committed it: a stale leader may, when the entry was
+        first committed in a later term (leader completeness binds only
+        leaders of terms after the commit).  Such a node, cut off from the
+        new term, takes the old leader's entries; it is repaired when it
+        hears from the new leader, and the entry stays on a majority."""
+        commit_term = self.commit_term.get(index)
+        return commit_term is not None and commit_term >= leader_term
+
+    def before_reset(self, log, index, term):
+        """``log`` is replaced by a snapshot at ``(index, term)``: what it
+        holds after ``index`` goes.  None of that may be committed (a
+        follower installs a snapshot only when its log does not hold the
+        snapshot's last entry, so what follows cannot match the leader's),
+        except by a later term than the sender's (see `_stale_leader`; the
+        snapshot's term bounds the sender's from below), and the snapshot's
+        last entry must be the committed one there."""
+        node = log.node_id
+        committed = self.committed.get(index)
+        if committed is not None and committed.term != term:
+            self._fail("snapshot-mismatch",
+                       "%s installs a snapshot at %d term %d, but term %d is committed there"
+                       % (node, index, term, committed.term))
+        for i in range(max(index + 1, log.first_index()), log.last_index() + 1):
+            old = log.entry(i)
+            known = self.committed.get(i)
+            if (old is not None and known is not None and _same(old, known)
+                    and not self._stale_leader(i, term)):
+                self._fail("committed-entry-lost",
+                           "%s drops committed entry %d (term %d) installing a snapshot at %d"
+                           % (node, i, old.term, index))
+                break
+
     # -- the state machine observer
+
+    def installed(self, node, index):
+        """``node``'s state machine was replaced by a snapshot at ``index``
+        (its content is the leader's state there, byte for byte: the final
+        comparison of the replicas checks the result)."""
+        if index < self._installed.get(node, 0):
+            self._fail("snapshot-regress", "%s installs a snapshot at %d after one at %d"
+                       % (node, index, self._installed[node]))
+        self._installed[node] = index
 
     def applying(self, node, entries, first_expected):
         """``node`` is about to apply ``entries``; ``first_expected`` is the
@@ -191,6 +241,11 @@ class InvariantChecker:
         self._commit_seen.pop(node, None)
         self._leaders.pop(node, None)
         self._logs.pop(node, None)
+
+    def wiped(self, node):
+        """``node`` is a new machine (its data was deleted)."""
+        self.forget(node)
+        self._installed.pop(node, None)
 
     def _committed(self, node, entry, leader_term):
         index = entry.index

@@ -32,6 +32,8 @@ from geocachedb.testing import linearizability
 from geocachedb.testing.cluster import ClusterConfig, SimCluster
 from geocachedb.testing.faults import KINDS, Nemesis, NemesisConfig
 from geocachedb.testing.invariants import InvariantChecker, Violation
+from geocachedb.testing.membership import KINDS as ADMIN_KINDS
+from geocachedb.testing.membership import Operator, OperatorConfig
 from geocachedb.testing.network import SimNetwork
 from geocachedb.testing.scheduler import Scheduler
 from geocachedb.testing.swarm import swarm
@@ -47,10 +49,11 @@ class SimConfig:
     final_read_timeout = 2000
     check_steps = 20_000_000  # linearizability search budget per key
 
-    def __init__(self, cluster=None, nemesis=None, workload=None, **options):
+    def __init__(self, cluster=None, nemesis=None, workload=None, operator=None, **options):
         self.cluster = cluster or ClusterConfig()
         self.nemesis = nemesis or NemesisConfig()
         self.workload = workload or WorkloadConfig()
+        self.operator = operator or OperatorConfig()
         for name, value in options.items():
             if not hasattr(SimConfig, name):
                 raise TypeError("unknown SimConfig option %r" % (name,))
@@ -64,6 +67,7 @@ class SimResult:
         self.violations = []
         self.ops = {}
         self.faults = {}
+        self.admin = {}  # operator commands: membership, transfers, compaction
         self.messages = 0
         self.storage_events = {}  # fsyncs, compactions, snapshots installed, ...
         self.events = 0
@@ -109,6 +113,7 @@ class Simulation:
         self.workload = Workload(self.scheduler, self.cluster, self.config.workload)
         self.cluster.crash_listeners.append(self._crashed)
         self.nemesis = Nemesis(self.scheduler, self.cluster, self.config.nemesis, self.trace)
+        self.operator = Operator(self.scheduler, self.cluster, self.config.operator, self.trace)
         self._roles = {}
         if trace is not None:
             observe = self.cluster.observe
@@ -157,6 +162,7 @@ class Simulation:
             result.violations.append(Violation(kind, None, message))
         result.ops = dict(self.workload.counts)
         result.faults = dict(self.nemesis.counts)
+        result.admin = dict(self.operator.counts)
         result.messages = self.cluster.network.sent
         nodes = list(self.cluster.nodes.values())
         result.storage_events = {
@@ -176,12 +182,16 @@ class Simulation:
         self.trace("raft options: %r" % (self.cluster.raft_options,))
         self.trace("fault weights: %r" % ({k: round(v, 2) for k, v in
                                            self.config.nemesis.weights.items() if v},))
+        self.trace("operator weights: %r" % ({k: round(v, 2) for k, v in
+                                              self.config.operator.weights.items() if v},))
         self.cluster.start()
         self.workload.start()
         self.nemesis.start()
+        self.operator.start()
         sched.run_until(cfg.run_time, stop=self._broken)
         if self._broken():
             return
+        self.operator.stop()
         self.nemesis.stop()
         self.workload.stop()
         self.trace("settling")
@@ -205,26 +215,38 @@ class Simulation:
     def _broken(self):
         return bool(self.checker.violations)
 
+    def members(self):
+        """The nodes in the configuration of the leader of the highest term
+        (every one of them, voter or learner), or None without a leader."""
+        leader = self.operator.leader()
+        if leader is None:
+            return None
+        return [self.cluster.node(i) for i, _ in leader.replica.members()]
+
     def _settled(self):
         if self._broken():
             return True
         if not self.workload.idle:
             return False
-        nodes = self.cluster.nodes.values()
+        members = self.members()
+        if not members:
+            return False
         leader = None
-        for node in nodes:
+        for node in members:
             if not node.up:
                 return False
             if node.replica.role == "leader":
                 if leader is not None:
                     return False
                 leader = node
-        if leader is None:
+        if leader is None or leader.replica.status()["conf_pending"]:
             return False
         commit = leader.replica.commit_index
         if commit != leader.disk.log.last_index():
             return False
-        return all(n.storage.applied_index() == commit for n in nodes)
+        # A node outside the configuration (removed, left running) is not
+        # waited for; it must simply not have disturbed the members.
+        return all(n.storage.applied_index() == commit for n in members)
 
     def _status(self):
         parts = []
@@ -234,9 +256,10 @@ class Simulation:
                 parts.append("%s down" % node_id)
                 continue
             r = node.replica
-            parts.append("%s %s t%d c%d a%d l%d" % (
+            parts.append("%s %s t%d c%d a%d l%d%s" % (
                 node_id, r.role, r.term, r.commit_index,
-                node.storage.applied_index(), node.disk.log.last_index()))
+                node.storage.applied_index(), node.disk.log.last_index(),
+                "" if r.is_member else " (not a member)"))
         return ", ".join(parts)
 
     def _final_reads(self):
@@ -262,7 +285,7 @@ class Simulation:
 
     def _final_checks(self):
         checker = self.checker
-        nodes = [self.cluster.node(n) for n in self.cluster.node_ids]
+        nodes = self.members()
         # Every acknowledged write is in the committed log at its index.
         for index, data, op_id in self.workload.acknowledged:
             entry = checker.applied.get(index)
@@ -367,7 +390,7 @@ def main(argv=None):
     else:
         seeds = range(args.first_seed, args.first_seed + args.seeds)
     started = time.perf_counter()
-    totals = {"ops": {}, "faults": {}, "messages": 0, "storage": {}}
+    totals = {"ops": {}, "faults": {}, "admin": {}, "messages": 0, "storage": {}}
     by_size = {}
     failures = []
     for seed in seeds:
@@ -376,6 +399,8 @@ def main(argv=None):
         trace = print if args.trace else None
         result = run_seed(seed, size, config, trace)
         by_size[size] = by_size.get(size, 0) + 1
+        for k, v in result.admin.items():
+            totals["admin"][k] = totals["admin"].get(k, 0) + v
         for k, v in result.ops.items():
             totals["ops"][k] = totals["ops"].get(k, 0) + v
         for k, v in result.faults.items():
@@ -411,6 +436,9 @@ def main(argv=None):
     print("disk: %s" % ", ".join("%s %d" % kv for kv in totals["storage"].items()))
     print("faults injected: %d (%s)" % (sum(faults.values()), ", ".join(
         "%s %d" % (k, faults.get(k, 0)) for k in KINDS)))
+    admin = totals["admin"]
+    print("operator commands: %d (%s)" % (sum(admin.values()), ", ".join(
+        "%s %d" % (k, admin.get(k, 0)) for k in ADMIN_KINDS)))
     print("violations: %d%s" % (len(failures), "" if not failures else " (seeds: %s)" % ", ".join(
         str(r.seed) for r in failures[:50])))
     print("wall time: %.1fs" % wall)

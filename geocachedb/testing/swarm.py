@@ -19,8 +19,9 @@ from geocachedb.testing.faults import KINDS
 def swarm(config, rng):
     """Return a copy of ``config`` (a `sim.SimConfig`) with this seed's mix:
     a random subset of the fault kinds (sometimes all of them) at random
-    weights, random network and restart characteristics, and a random
-    read/write balance."""
+    weights, random network and restart characteristics, a random subset of
+    the operator's commands (membership changes, compaction; none in a
+    fifth of the seeds), and a random read/write balance."""
     config = copy.deepcopy(config)
     nemesis = config.nemesis
     base = dict(nemesis.weights)
@@ -40,6 +41,18 @@ def swarm(config, rng):
     nemesis.base_spike_delay = rng.choice([100, 300])
     nemesis.base_duplicate = rng.choice([0.0, 0.0, 0.02])
     nemesis.quick_restart = rng.choice([0.2, 0.5, 1.0])
+    operator = config.operator
+    kinds = [k for k, w in operator.weights.items() if w > 0]
+    roll = rng.random()
+    if roll < 0.2:
+        # A fixed membership: the plain paths stay covered on their own.
+        operator.weights = {k: 0 for k in operator.weights}
+    elif roll < 0.45:
+        pass  # every operator command
+    else:
+        chosen = [k for k in kinds if rng.random() < 0.6] or [rng.choice(kinds)]
+        operator.weights = {k: (w * rng.uniform(0.5, 2.0) if k in chosen else 0)
+                            for k, w in operator.weights.items()}
     workload = config.workload
     workload.get_weight = rng.choice([20, 50, 70])
     workload.put_weight = rng.choice([30, 40])

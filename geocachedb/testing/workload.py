@@ -105,7 +105,7 @@ class Workload:
         client on a random node."""
         for n, key in enumerate(keys or self.keys):
             client = self.clients[n % len(self.clients)]
-            client.home = self.rng.choice(self.cluster.node_ids)
+            client.home = self.rng.choice(self.cluster.client_targets())
             client.invoke(GET, key)
 
 
@@ -119,7 +119,7 @@ class SimClient:
         # (a follower asks the leader for a read index); a write refused
         # with NotLeader goes on to the leader, as the node's forwarding
         # does, and the next operation starts from home again.
-        self.home = workload.rng.choice(workload.cluster.node_ids)
+        self.home = workload.rng.choice(workload.cluster.client_targets())
         self.node = self.home
         self.pending = None
         self.seq = 0
@@ -166,7 +166,7 @@ class SimClient:
         elif kind == DELETE:
             data = encode_delete(key, **session)
         if w.rng.random() < w.config.reconnect_probability:
-            self.home = w.rng.choice(w.cluster.node_ids)
+            self.home = w.rng.choice(w.cluster.client_targets())
         self.node = self.home
         op_id = w.history.invoke(self.number, kind, key, value, time=w.stamp())
         w.counts["invoked"] += 1
@@ -241,7 +241,7 @@ class SimClient:
         w.counts["redirects"] += 1
         pending.attempt += 1  # any answer to the old attempt is stale now
         w.scheduler.cancel(pending.retry)
-        ids = w.cluster.node_ids
+        ids = w.cluster.client_targets()
         if leader_id is not None and leader_id in ids and leader_id != self.node:
             self.node = leader_id
             delay = w.rng.randint(1, 5)
@@ -283,7 +283,7 @@ class SimClient:
         pending = self.pending
         # Like a real client after a timeout or a broken connection:
         # reconnect, perhaps to another node.
-        self.home = w.rng.choice(w.cluster.node_ids)
+        self.home = w.rng.choice(w.cluster.client_targets())
         if pending.kind == GET:
             w.history.fail(pending.op_id)
             w.counts["failed"] += 1
