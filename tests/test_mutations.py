@@ -11,9 +11,12 @@ docs/RAFT_IMPLEMENTATION.md ("Simulator").
 from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb.raft import core, log, progress, readindex
-from geocachedb.raft.types import HardState
+from geocachedb.raft import quorum as quorum_module
+from geocachedb.raft import types as t
+from geocachedb.raft.types import HardState, Message
 from geocachedb.testing import sim
 from geocachedb.testing.faults import KINDS, NemesisConfig
+from geocachedb.testing.membership import OperatorConfig
 from geocachedb.testing.workload import WorkloadConfig
 
 MAX_SEEDS = 1000
@@ -144,3 +147,82 @@ class ReadWithoutConfirmingLeadership(MutationTest):
 
         result = self.find_violation(config, nodes=[3, 5], run_time=2000)
         self.assertCaught(result, "linearizability")
+
+
+class RemovedNodesVoteCounted(MutationTest):
+    def test_simulator_catches_counting_a_removed_nodes_vote(self):
+        # A candidate asks every node it has heard from, not just the voters
+        # of its configuration, and counts every grant against its quorum:
+        # a removed node that is still running helps elect it.
+        def tally_votes(tracker):
+            quorum = tracker.config.voters.quorum
+            granted = sum(1 for v in tracker.votes.values() if v)
+            rejected = len(tracker.votes) - granted
+            if granted >= quorum:
+                return quorum_module.VOTE_WON
+            if rejected >= quorum:
+                return quorum_module.VOTE_LOST
+            return quorum_module.VOTE_PENDING
+
+        original = core.RaftCore._campaign
+
+        def _campaign(self, pre, transfer=False):
+            original(self, pre, transfer)
+            if self.role in (t.CANDIDATE, t.PRE_CANDIDATE):
+                last = self.log.last_index()
+                others = set(self._last_heard) - set(self.tracker.config.voters.voters) - {self.id}
+                for peer in sorted(others):
+                    self._send(Message(t.PRE_VOTE if pre else t.VOTE, peer, self.id,
+                                       self.term + 1 if pre else self.term,
+                                       log_term=self.log.term(last), index=last))
+
+        self.patch(progress.ProgressTracker, "tally_votes", tally_votes)
+        self.patch(core.RaftCore, "_campaign", _campaign)
+
+        # Membership changes, removed nodes left running.
+        def config():
+            return sim.SimConfig(operator=OperatorConfig(keep_removed_running=1.0))
+
+        result = self.find_violation(config, nodes=[3, 5], run_time=4000)
+        self.assertCaught(
+            result,
+            "election-safety",
+            "leader-completeness",
+            "committed-entry-lost",
+            "state-machine-safety",
+            "log-matching",
+            "acknowledged-write-lost",
+            "linearizability",
+        )
+
+
+class ConfChangeBeforeThePreviousCommits(MutationTest):
+    def test_simulator_catches_a_configuration_change_while_one_is_uncommitted(self):
+        # Configurations are in force as soon as they are appended, so the
+        # counterpart of "applying a change before it commits" is a leader
+        # starting a change while the previous one is not committed: two
+        # single-server changes in force at once are a two-server change,
+        # whose old and new majorities need not overlap.
+        original = core.RaftCore._propose_conf
+
+        def _propose_conf(self, kind, node_id, address):
+            saved = self._conf_index
+            self._conf_index = 0  # "no change in progress"
+            try:
+                return original(self, kind, node_id, address)
+            finally:
+                if self._conf_index == 0:
+                    self._conf_index = saved
+
+        self.patch(core.RaftCore, "_propose_conf", _propose_conf)
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=4000)
+        self.assertCaught(
+            result,
+            "election-safety",
+            "leader-completeness",
+            "committed-entry-lost",
+            "state-machine-safety",
+            "log-matching",
+            "acknowledged-write-lost",
+            "linearizability",
+        )

@@ -16,6 +16,8 @@ from geocachedb.testing import sim
 from geocachedb.testing.disk import SimDisk, SimulatedCrash
 from geocachedb.testing.faults import KINDS
 from geocachedb.testing.invariants import InvariantChecker, Violation
+from geocachedb.testing.membership import KINDS as ADMIN_KINDS
+from geocachedb.testing.membership import OperatorConfig
 from geocachedb.testing.network import SimNetwork
 from geocachedb.testing.scheduler import Scheduler
 
@@ -27,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_TIME = 4000
 
 
-def run_many(test, seeds, nodes):
+def run_many(test, seeds, nodes, admin=None):
     failures = []
     faults = {}
     ops = 0
@@ -36,6 +38,9 @@ def run_many(test, seeds, nodes):
         ops += result.operations
         for kind, n in result.faults.items():
             faults[kind] = faults.get(kind, 0) + n
+        if admin is not None:
+            for kind, n in result.admin.items():
+                admin[kind] = admin.get(kind, 0) + n
         if not result.ok:
             failures.append(
                 "seed %d: %s\n  replay: %s"
@@ -47,9 +52,12 @@ def run_many(test, seeds, nodes):
 
 class ManySeeds(SynchronousTestCase):
     def test_three_node_clusters_keep_every_invariant_under_faults(self):
-        ops, faults = run_many(self, range(0, 250), 3)
+        admin = {}
+        ops, faults = run_many(self, range(0, 250), 3, admin)
         self.assertGreater(ops, 250 * 100)
         self.assertEqual(sorted(k for k in KINDS if faults.get(k)), sorted(KINDS))
+        # ... and under membership changes: every operator command ran
+        self.assertEqual(sorted(k for k in ADMIN_KINDS if admin.get(k)), sorted(ADMIN_KINDS))
 
     def test_five_node_clusters_keep_every_invariant_under_faults(self):
         ops, faults = run_many(self, range(1000, 1150), 5)
@@ -255,3 +263,77 @@ class InvariantsFailOnEachBrokenRule(SynchronousTestCase):
     def test_applying_out_of_order(self):
         self.checker.applying("a", [Entry(2, 1, b"x")], 1)
         self.assertEqual(self.kinds(), {"apply-order"})
+
+    def test_a_later_leader_overwriting_an_entry_committed_earlier(self):
+        self.checker.observe("b", "leader", 2, 1, _Log("b", [Entry(1, 2, b"x")]))
+        log = _Log("a", [Entry(1, 2, b"x")])
+        self.checker.before_append(log, [Entry(1, 3, b"y")])
+        self.assertEqual(self.kinds(), {"committed-entry-lost"})
+
+    def test_a_stale_leader_may_overwrite_an_entry_first_committed_in_a_later_term(self):
+        # b (term 4) commits (1, 2); a, cut off in term 3, still takes the
+        # term-3 leader's entry there: legal, and repaired later.
+        self.checker.observe("b", "leader", 4, 1, _Log("b", [Entry(1, 2, b"x")]))
+        log = _Log("a", [Entry(1, 2, b"x")])
+        self.checker.before_append(log, [Entry(1, 3, b"y")])
+        self.assertEqual(self.kinds(), set())
+
+    def test_a_snapshot_reset_dropping_a_committed_entry(self):
+        self.checker.observe("b", "leader", 2, 2, _Log("b", [Entry(1, 2, b"x"), Entry(2, 2, b"z")]))
+        log = _Log("a", [Entry(1, 2, b"x"), Entry(2, 2, b"z")])
+        self.checker.before_reset(log, 1, 2)
+        self.assertEqual(self.kinds(), {"committed-entry-lost"})
+
+    def test_a_snapshot_whose_last_entry_is_not_the_committed_one(self):
+        self.checker.observe("b", "leader", 2, 1, _Log("b", [Entry(1, 2, b"x")]))
+        self.checker.before_reset(_Log("a"), 1, 1)
+        self.assertEqual(self.kinds(), {"snapshot-mismatch"})
+
+    def test_a_node_installing_an_older_snapshot_than_before(self):
+        self.checker.installed("a", 10)
+        self.checker.installed("a", 7)
+        self.assertEqual(self.kinds(), {"snapshot-regress"})
+        self.checker.violations = []
+        self.checker.wiped("a")  # a new machine starts from nothing
+        self.checker.installed("a", 3)
+        self.assertEqual(self.kinds(), set())
+
+
+class Membership(SynchronousTestCase):
+    """The simulated operator (`geocachedb.testing.membership`)."""
+
+    def run_ops(self, seeds, nodes, **operator):
+        config = sim.SimConfig(run_time=RUN_TIME, swarm=False,
+                               operator=OperatorConfig(**operator))
+        results = [sim.run_seed(seed, nodes, config) for seed in seeds]
+        bad = ["seed %d: %s" % (r.seed, r.violations[0]) for r in results if not r.ok]
+        self.assertEqual(bad, [])
+        return results
+
+    def test_members_come_and_go_and_the_cluster_keeps_at_least_two_voters(self):
+        seen = []
+        original = sim.Simulation.members
+
+        def members(simulation):
+            found = original(simulation)
+            if found:
+                leader = simulation.operator.leader()
+                seen.append(sum(1 for _, role in leader.replica.members() if role == "voter"))
+            return found
+
+        self.patch(sim.Simulation, "members", members)
+        results = self.run_ops(range(20), 3, interval_min=20, interval_max=150)
+        admin = {}
+        for r in results:
+            for kind, n in r.admin.items():
+                admin[kind] = admin.get(kind, 0) + n
+        self.assertGreater(admin.get("remove", 0), 10)
+        self.assertGreater(admin.get("add-learner", 0) + admin.get("rejoin", 0), 10)
+        self.assertGreaterEqual(min(seen), 2)
+
+    def test_a_removed_node_left_running_does_not_keep_the_cluster_from_settling(self):
+        # Only when pre-vote or check-quorum is on: otherwise a removed node
+        # that never learnt of its removal disrupts elections (thesis §4.2.3),
+        # and the operator powers removed nodes off.
+        self.run_ops(range(10), 3, keep_removed_running=1.0,
+                     weights={"remove": 3, "add-learner": 2, "promote": 2})

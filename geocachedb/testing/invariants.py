@@ -139,7 +139,7 @@ class InvariantChecker:
         new term, takes the old leader's entries; it is repaired when it
         hears from the new leader, and the entry stays on a majority."""
         commit_term = self.commit_term.get(index)
-        return commit_term is not None and commit_term >= leader_term
+        return commit_term is not None and commit_term > leader_term
 
     def before_reset(self, log, index, term):
         """``log`` is replaced by a snapshot at ``(index, term)``: what it
