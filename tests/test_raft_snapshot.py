@@ -441,3 +441,39 @@ class StateMachineConfiguration(SynchronousTestCase):
         for node_id in net.ids:
             stored = net.storages[node_id].get(CONF_KEY)
             self.assertEqual(confchange.decode(stored), ClusterConfig(["a", "b", "c"], ["d"]))
+
+
+class Backup(SynchronousTestCase):
+    def test_snapshot_for_a_backup_names_the_index_its_stream_holds(self):
+        from geocachedb.storage.memory import MemoryStorage
+
+        net = ReplicaNet(["a", "b", "c"])
+        leader = net.until_leader()
+        net.write_many(12)
+        meta, chunks = leader.snapshot()
+        data = list(chunks)
+        self.assertEqual(meta.index, leader.applied_index)
+        self.assertEqual(meta.term, leader.term)
+        self.assertEqual(meta.config, ClusterConfig(["a", "b", "c"]))
+        copy = MemoryStorage()
+        copy.snapshot_in(data)
+        self.assertEqual(copy.applied_index(), meta.index)
+        self.assertEqual(copy.scan(), net.storages[leader.node_id].scan())
+
+    def test_closing_an_unread_snapshot_releases_the_storage(self):
+        closed = []
+
+        def stream():
+            try:
+                yield b"GCSNAP1\n" + (7).to_bytes(8, "big")
+                yield b"never read"
+            finally:
+                closed.append(True)
+
+        net = ReplicaNet(["a"])
+        leader = net.until_leader()
+        leader._sm.snapshot_chunks = stream
+        meta, chunks = leader.snapshot()
+        self.assertEqual(meta.index, 7)
+        chunks.close()
+        self.assertEqual(closed, [True])
