@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from geocachedb.bench import procstat
 from geocachedb.client.blocking import BlockingClient
 
 BIN = os.path.dirname(sys.executable)
@@ -111,17 +112,10 @@ class NodeProcess:
 
     def cpu_seconds(self):
         """User + system CPU time the process has used so far."""
-        with open("/proc/%d/stat" % self.proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return procstat.cpu_seconds(self.proc.pid)
 
     def rss_bytes(self):
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return procstat.rss_bytes(self.proc.pid)
 
     def read_log(self):
         try:
