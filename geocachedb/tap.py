@@ -79,6 +79,7 @@ class Options(usage.Options):
         ["max-value", None, MAX_VALUE_SIZE, "Largest value accepted, in bytes.", _positive_int("--max-value")],
         ["heartbeat-interval", None, 100, "Leader heartbeat interval in ms (one Raft tick).", _positive_int("--heartbeat-interval")],
         ["election-timeout", None, 1000, "Election timeout in ms; each node picks a random one in [T, 2T).", _positive_int("--election-timeout")],
+        ["wal-segment-size", None, 64, "Size of one Raft log segment file in MiB (compaction deletes whole segments).", _positive_int("--wal-segment-size")],
         ["snapshot-entries", None, 10000, "Compact the Raft log once it holds this many applied entries (a follower further behind gets a snapshot).", _positive_int("--snapshot-entries")],
     ]
     optFlags = [
@@ -160,6 +161,7 @@ def build_node_config(options):
         snapshot_entries=options["snapshot-entries"],
         join=options["join"],
         restore=options["restore"],
+        wal_segment_bytes=options["wal-segment-size"] * 1024 * 1024,
     )
 
 

@@ -78,6 +78,7 @@ class NodeConfig:
         snapshot_entries=10000,
         join=None,
         restore=None,
+        wal_segment_bytes=64 * 1024 * 1024,
     ):
         self.node_id = node_id
         self.data_dir = data_dir
@@ -96,6 +97,7 @@ class NodeConfig:
         self.snapshot_entries = snapshot_entries
         self.join = join
         self.restore = restore
+        self.wal_segment_bytes = wal_segment_bytes
 
     @property
     def clustered(self):
@@ -108,10 +110,10 @@ class NodeConfig:
         return sorted(set(self.peers) | {self.node_id})
 
 
-def open_raft_log(path):
+def open_raft_log(path, segment_bytes=64 * 1024 * 1024):
     from geocachedb.wal import WriteAheadLog
 
-    return WriteAheadLog(path)
+    return WriteAheadLog(path, segment_bytes=segment_bytes)
 
 
 @implementer(IRaftLog)
@@ -173,7 +175,7 @@ class Node(service.Service):
         cfg = self.config
         try:
             self.storage = open_storage(cfg.storage, os.path.join(cfg.data_dir, "kv"), **cfg.storage_options)
-            self.raft_log = CountingLog(open_raft_log(os.path.join(cfg.data_dir, "raft")), self.metrics)
+            self.raft_log = CountingLog(open_raft_log(os.path.join(cfg.data_dir, "raft"), cfg.wal_segment_bytes), self.metrics)
         except Exception as e:
             # A locked, corrupt or unreadable data directory: one line, exit.
             raise SystemExit("geocache: cannot open the data in %s: %s" % (cfg.data_dir, e)) from None
