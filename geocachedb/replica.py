@@ -69,7 +69,9 @@ class Replica:
         # A partial spool is worthless to a new incarnation (the leader
         # starts over: `_incoming` is empty); a finished one may still need
         # installing.
-        self._release_after_apply = False
+        # Index of an installed snapshot whose spooled copy is kept until the
+        # storage's copy is known durable (None: nothing to release).
+        self._release_at = None
         completed = self._store.completed()
         if completed is not None:
             self._finish_install(completed)
@@ -394,11 +396,14 @@ class Replica:
         results = self._sm.apply(entries)
         self._durable_applied = max(self._durable_applied, self._last_batch_end)
         self._last_batch_end = entries[-1].index
-        if self._release_after_apply:
-            # A later storage transaction made the installed snapshot
-            # durable: the spooled copy is no longer needed.
-            self._release_after_apply = False
-            self._store.release()
+        if self._release_at is not None:
+            # Once a later storage transaction made the installed snapshot
+            # durable, the spooled copy is no longer needed.
+            durable = min(self._durable_applied,
+                          getattr(self._sm, "durable_index", self._durable_applied))
+            if durable >= self._release_at:
+                self._release_at = None
+                self._store.release()
         if self._promotions:
             for entry in entries:
                 if entry.kind == CONF:
@@ -687,11 +692,10 @@ class Replica:
         return True
 
     def _after_install(self, meta):
-        self._last_batch_end = meta.index
-        self._durable_applied = meta.index
         # The storage's copy may still be undone by an OS crash until a
         # later batch commits; until then the spool stays (`completed`).
-        self._release_after_apply = True
+        self._last_batch_end = meta.index
+        self._release_at = meta.index
         if self._reads_confirmed:
             self._release_confirmed_reads(meta.index)
 
@@ -707,7 +711,7 @@ class Replica:
         if not holds and first - 1 <= meta.index:
             raft_log.reset(meta.index, meta.term)
             raft_log.sync()
-        self._release_after_apply = True
+        self._release_at = meta.index
 
 
 def _prepend(first, rest):
