@@ -93,7 +93,9 @@ class KVStateMachine:
         self._pending = {}
         self._pending_index = 0
         index = self.storage.applied_index()
-        self._flushed = (index, index)
+        # The transaction that loaded the snapshot is the storage's last one,
+        # which an OS crash may still undo: it is durable after the next.
+        self._flushed = (min(self._flushed[0], index), index)
         self.sessions = SessionTable(self.storage)
 
     @property
