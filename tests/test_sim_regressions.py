@@ -9,8 +9,6 @@ is why each bug also has a test that puts the bug back (monkeypatched) and
 checks that the simulator still finds it.
 """
 
-from unittest import SkipTest
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb.raft import core
@@ -39,11 +37,6 @@ REJECTED_VOTE_RESETS_TIMER = (
     "the 10,000-seed run on 9f9a7a7, fixed by 31ba73c"
 )
 
-# Seeds that still fail on the current core because of an open, reported
-# bug: they are skipped while they fail only in the known way, and move to
-# PINNED once the core is fixed.
-KNOWN_OPEN = []
-
 PINNED = [
     (4503, 5, REJECTED_VOTE_RESETS_TIMER),
     (1961, 5, STALE_READ_AFTER_RESTART),
@@ -63,23 +56,6 @@ class PinnedSeeds(SynchronousTestCase):
                        sim.replay_command(seed, nodes))
                 )
         self.assertEqual(failures, [], "\n".join(failures))
-
-
-class KnownOpenBugs(SynchronousTestCase):
-    def test_seeds_of_open_bugs_fail_only_in_the_known_way(self):
-        known = []
-        for seed, nodes, kind, bug in KNOWN_OPEN:
-            result = sim.run_seed(seed, nodes, sim.SimConfig())
-            kinds = {v.kind for v in result.violations}
-            self.assertTrue(
-                kinds <= {kind},
-                "seed %d (%d nodes) fails in a new way: %s\n  replay: %s"
-                % (seed, nodes, result.violations[:3], sim.replay_command(seed, nodes)),
-            )
-            if kinds:
-                known.append("seed %d (%d nodes): %s" % (seed, nodes, bug))
-        if known:
-            raise SkipTest("open core bugs still reproduce:\n" + "\n".join(known))
 
 
 class StaleReadAfterRestart(SynchronousTestCase):
