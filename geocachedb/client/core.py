@@ -131,10 +131,6 @@ class ClientCore:
         self.client_id = client_id or random.SystemRandom().getrandbits(63) + 1
         self.writes = WriteSequencer()
 
-    @property
-    def in_flight(self):
-        return len(self._pending)
-
     def call(self, request):
         """Send ``request`` (a `pb.Request` without id); return a future of
         the `pb.Response`, failed with a GeoCacheError on an error reply."""
