@@ -128,6 +128,8 @@ def main(argv=None):
     p.add_argument("--idle", action="store_true",
                    help="the wall profile keeps the main thread's idle samples too (waiting in epoll), so its shares are of all its time")
     p.add_argument("--raw", default=None, help="keep py-spy's raw output in this file")
+    p.add_argument("--target", choices=("leader", "follower"), default="leader",
+                   help="which node py-spy samples (follower: the first follower, which forwards its clients' writes)")
     p.add_argument("--py-spy", default=None, help="the py-spy binary (default: next to python, or on PATH)")
     args = p.parse_args(argv)
     pyspy = args.py_spy or shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
@@ -142,8 +144,8 @@ def main(argv=None):
     try:
         cluster.start()
         leader = cluster.leader(timeout=30)
-        node = cluster[leader]
         order = [leader] + sorted(n for n in cluster.nodes if n != leader)
+        node = cluster[order[1] if args.target == "follower" and len(order) > 1 else leader]
         fsyncs_before = fsyncs(node)
         cmd = [sys.executable, "-m", "geocachedb.bench.cli",
                "--endpoints", ",".join(cluster[n].address for n in order),
@@ -206,8 +208,8 @@ def main(argv=None):
         print("leader log fsyncs: %d for %d writes (%.1f writes per fsync)" % (
             fsyncs_after - fsyncs_before, writes, writes / (fsyncs_after - fsyncs_before)))
     wall = int(args.duration)
-    print("leader CPU while sampled: %.2f s in %d s (%.0f%% of one core): user %.2f s, system %.2f s"
-          % (leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
+    print("%s CPU while sampled: %.2f s in %d s (%.0f%% of one core): user %.2f s, system %.2f s"
+          % (args.target, leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
     for title, (total, own, inclusive, stages) in (
         ("GIL held (Python running: on-CPU time)", gil_profile),
         ("the main (reactor) thread, idle samples included (wall time)" if args.idle else

@@ -106,6 +106,17 @@ class KVService:
 
         return done
 
+    def _forward_write(self, request, respond):
+        """A follower that knows the leader sends a write straight there:
+        proposing it here would only be refused (and cost an encoded
+        Command and an error).  False when it must be proposed here."""
+        if self._forwarded:
+            return False
+        leader = self.node.leader_elsewhere()
+        if leader is None:
+            return False
+        return self._forward(errors.NotLeader(leader_id=leader), request, respond, False)
+
     def _forward(self, error, request, respond, forwarded):
         forward = getattr(self.node.transport, "forward", None)
         if (
@@ -126,6 +137,8 @@ class KVService:
                 "value of %d bytes is larger than the limit of %d bytes"
                 % (len(put.value), self.max_value)
             )
+        if self._forward_write(request, respond):
+            return
         rid = request.id
         data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor)
         self.node.submit_write(
@@ -135,6 +148,8 @@ class KVService:
 
     def _delete(self, request, respond):
         check_key(request.delete.key)
+        if self._forward_write(request, respond):
+            return
         rid = request.id
         data = encode_delete(request.delete.key, request.client_id, request.seq, request.ack_floor)
 

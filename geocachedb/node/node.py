@@ -321,6 +321,15 @@ class Node(service.Service):
         start(on_done)
         self.schedule()
 
+    def leader_elsewhere(self):
+        """The leader's id when another node leads and this one knows it
+        (a write received here is better forwarded at once), else None."""
+        replica = self.replica
+        leader = replica.leader_id
+        if leader is None or leader == self.node_id:
+            return None
+        return leader
+
     def submit_write(self, data, callback):
         """Replicate ``data`` (an encoded Command); ``callback(result,
         error)`` once it is applied here, or with the error (NOT_LEADER on a

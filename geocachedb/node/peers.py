@@ -23,6 +23,7 @@ import itertools
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import endpoints, protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -37,6 +38,7 @@ from geocachedb.wire.raft_codec import message_from_pb, message_to_pb
 
 MAX_PEER_BUFFER = 8 * 1024 * 1024
 FORWARD_TIMEOUT = 10.0
+FORWARD_SWEEP_SECONDS = 1.0
 
 
 class PeerConnection(EnvelopeReceiver):
@@ -192,13 +194,21 @@ class PeerNetwork:
         self.members = set(self.peer_addresses) | {self.node_id}
         self.isolated = set()
         self.dropped = {}
-        self._forwards = {}  # forward id -> (respond, timeout call)
+        # forward id -> (respond, leader id, request id, deadline).  Ids
+        # grow and every forward has the same timeout, so the dict's order
+        # is deadline order: a sweep once a second looks at the oldest
+        # entries only (a timer per forwarded request cost more than the
+        # forwarding itself).
+        self._forwards = {}
         self._forward_ids = itertools.count(1)
         self._dialers = {}
+        self._sweeper = LoopingCall(self._expire_forwards)
+        self._sweeper.clock = reactor
 
     def start(self):
         for peer_id, address in sorted(self.peer_addresses.items()):
             self._dial(peer_id, address)
+        self._sweeper.start(FORWARD_SWEEP_SECONDS, now=False)
 
     def _dial(self, peer_id, address):
         try:
@@ -247,6 +257,8 @@ class PeerNetwork:
         for dialer, _ in self._dialers.values():
             dialer.stopService()
         self._dialers.clear()
+        if self._sweeper.running:
+            self._sweeper.stop()
         for fid in list(self._forwards):
             self._fail_forward(fid, "node is shutting down")
 
@@ -287,7 +299,7 @@ class PeerNetwork:
         if self.outgoing.get(conn.peer_id) is conn:
             del self.outgoing[conn.peer_id]
             self.log.info("lost connection to peer {peer}", peer=conn.peer_id)
-            for fid, (respond, _, peer_id, _) in list(self._forwards.items()):
+            for fid, (_, peer_id, _, _) in list(self._forwards.items()):
                 if peer_id == conn.peer_id:
                     self._fail_forward(fid, "connection to the leader %s lost; the outcome is unknown" % peer_id)
 
@@ -309,28 +321,34 @@ class PeerNetwork:
         envelope = pb.PeerMessage()
         envelope.forward.id = fid
         envelope.forward.request.CopyFrom(request)
-        timeout = self.reactor.callLater(FORWARD_TIMEOUT, self._fail_forward, fid, "the leader did not answer in time; the outcome is unknown")
-        self._forwards[fid] = (respond, timeout, leader_id, request.id)
+        self._forwards[fid] = (respond, leader_id, request.id, self.reactor.seconds() + FORWARD_TIMEOUT)
         if not conn.try_send(envelope):
             self._fail_forward(fid, "too much traffic to the leader; try again")
+
+    def _expire_forwards(self):
+        """Fail forwarded requests the leader has not answered within
+        FORWARD_TIMEOUT (to within FORWARD_SWEEP_SECONDS)."""
+        now = self.reactor.seconds()
+        expired = []
+        for fid, entry in self._forwards.items():
+            if entry[3] > now:
+                break
+            expired.append(fid)
+        for fid in expired:
+            self._fail_forward(fid, "the leader did not answer in time; the outcome is unknown")
 
     def _fail_forward(self, fid, why):
         entry = self._forwards.pop(fid, None)
         if entry is None:
             return
-        respond, timeout, _, request_id = entry
-        if timeout.active():
-            timeout.cancel()
+        respond, _, request_id, _ = entry
         respond(error_response(request_id, errors.Unavailable(why)))
 
     def forward_received(self, conn, fwd):
         if fwd.HasField("response"):
             entry = self._forwards.pop(fwd.id, None)
             if entry is not None:
-                respond, timeout, _, _ = entry
-                if timeout.active():
-                    timeout.cancel()
-                respond(fwd.response)
+                entry[0](fwd.response)
             return
         if not fwd.HasField("request") or fwd.request.WhichOneof("body") is None:
             return self.count_drop("empty forward")
@@ -350,7 +368,7 @@ class PeerNetwork:
     def isolate(self, peer_ids):
         self.isolated.update(peer_ids)
         self.log.warn("fault injection: isolated from {peers}", peers=sorted(self.isolated))
-        for fid, (_, _, peer_id, _) in list(self._forwards.items()):
+        for fid, (_, peer_id, _, _) in list(self._forwards.items()):
             if peer_id in self.isolated:
                 self._fail_forward(fid, "leader %s is isolated (fault injection)" % peer_id)
 

@@ -1,0 +1,115 @@
+"""Forwarded client requests on a follower (`geocachedb.node.peers`): every
+forward gets exactly one answer — the leader's, or UNAVAILABLE when the
+leader does not answer in time, the connection to it is lost, or the node
+stops.  Driven with `task.Clock`; the connection to the leader is a stub
+that records what would be sent."""
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from geocachedb.node import peers
+from geocachedb.wire import geocache_pb2 as pb
+
+
+class _Config:
+    cluster_id = "test"
+    max_frame = 1 << 20
+    peers = {"leader": "127.0.0.1:1"}
+
+
+class _Node:
+    node_id = "follower"
+    config = _Config()
+
+
+class _Connection:
+    peer_id = "leader"
+    expected_peer = "leader"
+
+    def __init__(self, accept=True):
+        self.sent = []
+        self.accept = accept
+        self.transport = None
+
+    def try_send(self, envelope):
+        self.sent.append(envelope)
+        return self.accept
+
+
+def _put(rid):
+    request = pb.Request(id=rid)
+    request.put.key = b"k%d" % rid
+    request.put.value = b"v"
+    return request
+
+
+class ForwardingTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.network = peers.PeerNetwork(_Node(), self.clock)
+        # Start only the timeout sweep: no dialing in a unit test.
+        self.network._sweeper.start(peers.FORWARD_SWEEP_SECONDS, now=False)
+        self.addCleanup(lambda: self.network._sweeper.running and self.network._sweeper.stop())
+        self.conn = _Connection()
+        self.network.outgoing["leader"] = self.conn
+        self.answers = {}
+
+    def forward(self, rid):
+        self.network.forward("leader", _put(rid), lambda r, rid=rid: self.answers.setdefault(rid, []).append(r))
+
+    def test_the_leaders_answer_is_relayed_once(self):
+        self.forward(7)
+        [envelope] = self.conn.sent
+        self.assertEqual(envelope.forward.request.put.key, b"k7")
+        reply = pb.Forward(id=envelope.forward.id)
+        reply.response.id = 7
+        reply.response.put.index = 42
+        self.network.forward_received(self.conn, reply)
+        self.network.forward_received(self.conn, reply)  # a duplicate is ignored
+        self.clock.advance(peers.FORWARD_TIMEOUT + 2 * peers.FORWARD_SWEEP_SECONDS)
+        self.assertEqual([r.put.index for r in self.answers[7]], [42])
+
+    def test_an_unanswered_forward_fails_after_the_timeout(self):
+        self.forward(1)
+        self.clock.advance(peers.FORWARD_TIMEOUT / 2)
+        self.forward(2)
+        self.clock.advance(peers.FORWARD_TIMEOUT / 2 + peers.FORWARD_SWEEP_SECONDS)
+        self.assertEqual(list(self.answers), [1])
+        [answer] = self.answers[1]
+        self.assertEqual(answer.error.code, pb.UNAVAILABLE)
+        self.assertIn("did not answer in time", answer.error.message)
+        self.clock.advance(peers.FORWARD_TIMEOUT / 2)
+        self.assertEqual(sorted(self.answers), [1, 2])
+        self.assertEqual(len(self.answers[1]), 1)
+
+    def test_answered_forwards_do_not_hold_back_the_sweep(self):
+        for rid in range(1, 4):
+            self.forward(rid)
+        first = self.conn.sent[0].forward.id
+        reply = pb.Forward(id=first)
+        reply.response.id = 1
+        self.network.forward_received(self.conn, reply)
+        self.clock.advance(peers.FORWARD_TIMEOUT + peers.FORWARD_SWEEP_SECONDS)
+        self.assertEqual(sorted(self.answers), [1, 2, 3])
+        self.assertFalse(self.answers[1][0].HasField("error"))
+        self.assertTrue(all(self.answers[r][0].HasField("error") for r in (2, 3)))
+        self.assertEqual(self.network._forwards, {})
+
+    def test_a_full_send_buffer_fails_at_once(self):
+        self.conn.accept = False
+        self.forward(5)
+        [answer] = self.answers[5]
+        self.assertEqual(answer.error.code, pb.UNAVAILABLE)
+        self.assertEqual(self.network._forwards, {})
+
+    def test_losing_the_leader_connection_fails_its_forwards(self):
+        self.forward(3)
+        self.network.connection_lost(self.conn)
+        [answer] = self.answers[3]
+        self.assertIn("connection to the leader leader lost", answer.error.message)
+
+    def test_stopping_fails_pending_forwards_and_the_sweep(self):
+        self.forward(4)
+        self.network.stop()
+        self.assertEqual(self.answers[4][0].error.code, pb.UNAVAILABLE)
+        self.assertFalse(self.network._sweeper.running)
