@@ -6,6 +6,7 @@ bounded reservoir of recent latencies (percentiles over the last
 """
 
 import collections
+import gc
 import time
 
 
@@ -49,3 +50,46 @@ class NodeMetrics:
     def batch_sizes(self):
         mean = self.batch_entries / self.batches if self.batches else 0.0
         return {"mean": round(mean, 2), "max": self.max_batch, "batches": self.batches}
+
+
+class GCPauses:
+    """How long Python's cyclic garbage collector stopped the node: counts,
+    total and longest pause (ms) per generation, from `gc.callbacks`.  A
+    full collection walks every tracked object and stops the reactor while
+    it runs, so it shows up directly in request latency."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self._started = None
+        self.count = [0, 0, 0]
+        self.total = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
+
+    def install(self):
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def uninstall(self):
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase, info):
+        if phase == "start":
+            self._started = self.clock()
+        elif self._started is not None:
+            pause = self.clock() - self._started
+            self._started = None
+            generation = info["generation"]
+            self.count[generation] += 1
+            self.total[generation] += pause
+            if pause > self.longest[generation]:
+                self.longest[generation] = pause
+
+    def summary(self):
+        """One line for `stats`: per generation, collections (total ms,
+        longest ms)."""
+        return "; ".join(
+            "gen%d %d (%.1f ms, longest %.2f ms)"
+            % (g, self.count[g], 1000.0 * self.total[g], 1000.0 * self.longest[g])
+            for g in range(3)
+        )

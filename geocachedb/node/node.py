@@ -25,7 +25,7 @@ from geocachedb import errors
 from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
 from geocachedb.node.backups import Backups
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
-from geocachedb.node.metrics import NodeMetrics
+from geocachedb.node.metrics import GCPauses, NodeMetrics
 from geocachedb.raft.types import RaftConfig
 from geocachedb.snapshots import FileSnapshotStore
 from geocachedb.statemachine import KVStateMachine
@@ -151,6 +151,7 @@ class Node(service.Service):
         self.node_id = config.node_id
         self.fault_injection_enabled = config.fault_injection
         self.metrics = NodeMetrics()
+        self.gc_pauses = GCPauses()
         self._transport_factory = transport_factory
         self.transport = NoPeers()
         self.replica = None
@@ -205,6 +206,7 @@ class Node(service.Service):
             addresses=addresses,
         )
         self.log_level.install()
+        self.gc_pauses.install()
         self._started_at = self._reactor.seconds()
         if cfg.join and not self.replica.is_member:
             self._reactor.callLater(0, self._ask_to_join)
@@ -226,6 +228,7 @@ class Node(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        self.gc_pauses.uninstall()
         self.backups.close_all()
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
@@ -588,6 +591,7 @@ class Node(service.Service):
             "latency_ms": self.metrics.latency_ms(),
             "batch_sizes": self.metrics.batch_sizes(),
             "fsyncs": log_stats.get("fsyncs", log_stats.get("syncs", 0)),
+            "gc pauses": self.gc_pauses.summary(),
         }
 
     def set_log_level(self, level):

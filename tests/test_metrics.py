@@ -1,0 +1,47 @@
+"""The node's own figures for `stats` (`geocachedb.node.metrics`)."""
+
+import gc
+
+from twisted.trial import unittest
+
+from geocachedb.node.metrics import GCPauses, NodeMetrics
+
+
+class GCPausesTests(unittest.TestCase):
+    def test_counts_and_times_each_collection_while_installed(self):
+        pauses = GCPauses()
+        pauses.install()
+        self.addCleanup(pauses.uninstall)
+        gc.collect(2)
+        gc.collect(0)
+        self.assertGreaterEqual(pauses.count[2], 1)
+        self.assertGreaterEqual(pauses.count[0], 1)
+        self.assertGreater(pauses.total[2], 0.0)
+        self.assertGreaterEqual(pauses.total[2], pauses.longest[2])
+        pauses.uninstall()
+        before = list(pauses.count)
+        gc.collect(2)
+        self.assertEqual(pauses.count, before)
+        line = pauses.summary()
+        self.assertIn("gen2 %d (" % before[2], line)
+
+    def test_installing_twice_counts_once(self):
+        pauses = GCPauses()
+        pauses.install()
+        pauses.install()
+        self.addCleanup(pauses.uninstall)
+        gc.collect(2)
+        first = pauses.count[2]
+        gc.collect(2)
+        self.assertEqual(pauses.count[2], first + 1)
+
+
+class LatencyTests(unittest.TestCase):
+    def test_percentiles_of_the_recent_window(self):
+        metrics = NodeMetrics()
+        for ms in range(1, 101):
+            metrics.observe_latency(ms / 1000.0)
+        figures = metrics.latency_ms()
+        self.assertEqual(figures["p50"], 51.0)
+        self.assertEqual(figures["p99"], 100.0)
+        self.assertEqual(figures["max"], 100.0)
