@@ -23,6 +23,13 @@ class IStorage(Interface):
 
     name = Attribute("The name the backend is registered under, e.g. 'lmdb'.")
 
+    concurrent_writes = Attribute(
+        "True when `apply_batch` may run in another thread while this thread "
+        "goes on reading (LMDB: MVCC readers never wait for the writer).  "
+        "The node then writes its write-behind batches in a background "
+        "thread instead of stopping the reactor for the commit."
+    )
+
     def get(key):
         """Return the value stored under ``key``, or None."""
 

@@ -2,6 +2,7 @@
 deduplication table that applies a retried write at most once."""
 
 import os
+import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -90,3 +91,166 @@ class ApplyTests(SynchronousTestCase):
         s = sessions.ClientSession(4, 99, {4: (sessions.PUT, 90, False), 6: (sessions.DELETE, 95, True)})
         back = sessions.ClientSession.decode(s.encode())
         self.assertEqual((back.floor, back.last_index, back.results), (4, 99, s.results))
+
+
+class _Runner:
+    """A background runner the test drives.  ``threaded``: the work starts
+    in a real thread at once, as in the node; otherwise `run()` does the
+    queued work here.  `finish()` runs the completions."""
+
+    def __init__(self, threaded=False):
+        self.threaded = threaded
+        self.queued = []
+        self.threads = []
+
+    def __call__(self, work, done):
+        self.queued.append((work, done))
+        if self.threaded:
+            t = threading.Thread(target=work)
+            t.start()
+            self.threads.append(t)
+
+    def run(self):
+        if not self.threaded:
+            for work, _ in self.queued:
+                work()
+
+    def finish(self):
+        for t in self.threads:
+            t.join(10)
+        queued, self.queued = self.queued, []
+        for _, done in queued:
+            done()
+
+
+class WriteBehindTests(SynchronousTestCase):
+    """Applied writes wait in memory and reach storage in one transaction
+    per flush; with a background runner the transaction runs in another
+    thread while reads go on (`KVStateMachine`)."""
+
+    def setUp(self):
+        self.storage = LMDBStorage(self.mktemp())
+        self.addCleanup(self.storage.close)
+        self.runner = _Runner()
+        self.sm = KVStateMachine(self.storage, write_behind=1000, background=self.runner)
+
+    def put(self, index, key, value):
+        self.sm.apply([Entry(index, 1, encode_put(key, value))])
+
+    def test_applied_writes_are_readable_before_they_reach_storage(self):
+        self.put(1, b"a", b"1")
+        self.assertEqual(self.sm.get(b"a"), b"1")
+        self.assertIsNone(self.storage.get(b"a"))
+        self.assertEqual(self.sm.applied_index, 1)
+        self.assertEqual(self.sm.durable_index, 0)
+
+    def test_a_background_batch_stays_readable_until_written(self):
+        self.put(1, b"a", b"1")
+        self.sm.flush_in_background()
+        self.put(2, b"b", b"2")
+        self.assertEqual((self.sm.get(b"a"), self.sm.get(b"b")), (b"1", b"2"))
+        self.assertEqual(self.sm.applied_index, 2)
+        self.sm.flush_in_background()  # one batch in flight at a time
+        self.assertEqual(len(self.runner.queued), 1)
+        self.runner.run()
+        self.runner.finish()
+        self.assertEqual(self.storage.get(b"a"), b"1")
+        self.assertIsNone(self.storage.get(b"b"))
+        self.assertEqual(self.storage.applied_index(), 1)
+        self.assertEqual(self.sm.get(b"b"), b"2")
+        # The last transaction counts as durable only after the next one.
+        self.assertEqual(self.sm.durable_index, 0)
+        self.sm.flush()
+        self.assertEqual(self.storage.applied_index(), 2)
+        self.assertEqual(self.sm.durable_index, 1)
+
+    def test_flush_waits_for_the_batch_in_flight_and_keeps_the_order(self):
+        self.runner.threaded = True
+        self.put(1, b"k", b"old")
+        self.sm.flush_in_background()
+        self.put(2, b"k", b"new")
+        self.sm.flush()  # waits for the thread, then writes index 2
+        self.assertEqual(self.storage.get(b"k"), b"new")
+        self.assertEqual(self.storage.applied_index(), 2)
+        self.runner.finish()  # the late completion changes nothing
+        self.assertEqual(self.storage.get(b"k"), b"new")
+        self.assertEqual(self.sm.applied_index, 2)
+
+    def test_a_failed_background_write_is_retried_under_newer_writes(self):
+        real = self.storage.apply_batch
+        calls = []
+
+        def fail_once(puts, deletes, index):
+            calls.append(index)
+            if len(calls) == 1:
+                raise OSError("disk hiccup")
+            real(puts, deletes, index)
+
+        self.storage.apply_batch = fail_once
+        self.put(1, b"a", b"from batch 1")
+        self.put(2, b"b", b"from batch 1")
+        self.sm.flush_in_background()
+        self.put(3, b"b", b"newer")
+        self.runner.run()
+        self.runner.finish()
+        self.assertEqual(calls, [2, 3])
+        self.assertEqual(self.storage.get(b"a"), b"from batch 1")
+        self.assertEqual(self.storage.get(b"b"), b"newer")
+        self.assertEqual(self.storage.applied_index(), 3)
+
+    def test_a_full_map_grows_on_the_main_thread(self):
+        storage = LMDBStorage(self.mktemp(), map_size=64 * 1024)
+        self.addCleanup(storage.close)
+        runner = _Runner(threaded=True)
+        sm = KVStateMachine(storage, write_behind=100000, background=runner)
+        value = b"x" * 1000
+        sm.apply([Entry(i, 1, encode_put(b"k%05d" % i, value)) for i in range(1, 501)])
+        sm.flush_in_background()
+        runner.finish()
+        self.assertEqual(storage.applied_index(), 500)
+        self.assertEqual(storage.get(b"k00500"), value)
+
+    def test_a_full_map_is_not_grown_off_the_main_thread(self):
+        storage = LMDBStorage(self.mktemp(), map_size=64 * 1024)
+        self.addCleanup(storage.close)
+        errors = []
+
+        def write():
+            try:
+                storage.apply_batch([(b"k%05d" % i, b"x" * 1000) for i in range(500)], [], 1)
+            except Exception as e:
+                errors.append(e)
+
+        t = threading.Thread(target=write)
+        t.start()
+        t.join(10)
+        self.assertEqual([type(e).__name__ for e in errors], ["MapFullError"])
+        self.assertEqual(storage.applied_index(), 0)
+
+    def test_without_concurrent_writes_the_flush_is_synchronous(self):
+        runner = _Runner()
+        sm = KVStateMachine(MemoryStorage(), write_behind=1000, background=runner)
+        sm.apply([Entry(1, 1, encode_put(b"a", b"1"))])
+        sm.flush_in_background()
+        self.assertEqual(runner.queued, [])
+        self.assertEqual(sm.storage.get(b"a"), b"1")
+
+    def test_a_full_overlay_starts_a_background_flush(self):
+        sm = KVStateMachine(self.storage, write_behind=3, background=self.runner)
+        sm.apply([Entry(i, 1, encode_put(b"k%d" % i, b"v")) for i in range(1, 4)])
+        self.assertEqual(len(self.runner.queued), 1)
+        self.assertEqual(self.storage.applied_index(), 0)
+        self.runner.run()
+        self.runner.finish()
+        self.assertEqual(self.storage.applied_index(), 3)
+
+    def test_an_overlay_twice_full_is_written_at_once(self):
+        # Bounded memory: one batch in flight, and the next written (after
+        # it) as soon as it holds twice the limit.
+        runner = _Runner(threaded=True)
+        sm = KVStateMachine(self.storage, write_behind=3, background=runner)
+        sm.apply([Entry(i, 1, encode_put(b"k%d" % i, b"v")) for i in range(1, 4)])
+        sm.apply([Entry(i, 1, encode_put(b"k%d" % i, b"v")) for i in range(4, 10)])
+        self.assertEqual(self.storage.applied_index(), 9)
+        runner.finish()
+        self.assertEqual(sm.applied_index, 9)

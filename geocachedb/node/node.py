@@ -16,9 +16,11 @@ import random
 from collections import deque
 
 from twisted.application import service
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from geocachedb import errors
@@ -162,6 +164,7 @@ class Node(service.Service):
         self._started_at = None
         self._ticker = None
         self._flusher = None
+        self._flush_pool = None
         self.kv = None  # the KVService, set when it is created
         self._promotions = {}  # learner id -> deadline for its promotion
         self.backups = Backups(self._reactor.seconds)
@@ -180,7 +183,11 @@ class Node(service.Service):
         except Exception as e:
             # A locked, corrupt or unreadable data directory: one line, exit.
             raise SystemExit("geocache: cannot open the data in %s: %s" % (cfg.data_dir, e)) from None
-        self.state_machine = KVStateMachine(self.storage, write_behind=WRITE_BEHIND_KEYS)
+        # One thread writes the write-behind batches (`KVStateMachine`), so
+        # the reactor keeps serving while the storage commits.
+        self._flush_pool = ThreadPool(minthreads=1, maxthreads=1, name="geocache-flush")
+        self.state_machine = KVStateMachine(self.storage, write_behind=WRITE_BEHIND_KEYS,
+                                            background=self._in_flush_thread)
         if cfg.restore:
             self._restore(cfg.restore)
         if self._transport_factory is not None:
@@ -213,8 +220,9 @@ class Node(service.Service):
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self._reactor
         self._ticker.start(cfg.tick_seconds, now=True)
-        self._flusher = LoopingCall(self.state_machine.flush)
+        self._flusher = LoopingCall(self.state_machine.flush_in_background)
         self._flusher.clock = self._reactor
+        self._flush_pool.start()
         self._flusher.start(FLUSH_SECONDS, now=False)
         self.log.info(
             "node {id} started: storage {storage} in {data}, {n} voter(s), applied index {applied}",
@@ -235,6 +243,8 @@ class Node(service.Service):
         if self.replica is not None:
             self.replica.close()
             self.state_machine.flush()
+        if self._flush_pool is not None and self._flush_pool.started:
+            self._flush_pool.stop()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         for _, retry in self._waiting:
@@ -247,6 +257,11 @@ class Node(service.Service):
             self.raft_log.close()
         if self.storage is not None:
             self.storage.close()
+
+    def _in_flush_thread(self, work, done):
+        d = threads.deferToThreadPool(self._reactor, self._flush_pool, work)
+        d.addCallback(lambda _: done())
+        d.addErrback(lambda f: self.log.failure("writing applied entries to storage failed", f))
 
     # --------------------------------------------------------------- driving
 

@@ -17,6 +17,7 @@ index, written in the same transaction as the batch it describes.
 
 import os
 import struct
+import threading
 
 import lmdb
 from zope.interface import implementer
@@ -34,6 +35,8 @@ DEFAULT_MAP_SIZE = 1024 * 1024 * 1024
 @implementer(IStorage)
 class LMDBStorage:
     name = "lmdb"
+    # MVCC: readers on the reactor thread never wait for a writer thread.
+    concurrent_writes = True
 
     def __init__(self, path, map_size=DEFAULT_MAP_SIZE, sync=True, metasync=True, **options):
         os.makedirs(path, exist_ok=True)
@@ -52,12 +55,17 @@ class LMDBStorage:
 
     def _write(self, work):
         """Run ``work(txn)`` in a write transaction, growing the map when it
-        is full (the failed transaction is aborted and retried whole)."""
+        is full (the failed transaction is aborted and retried whole).  Off
+        the main thread a full map raises MapFullError instead: growing it
+        needs every other transaction of the process closed, which only the
+        main thread can know (the caller retries there)."""
         while True:
             try:
                 with self._env.begin(write=True) as txn:
                     return work(txn)
             except lmdb.MapFullError:
+                if threading.current_thread() is not threading.main_thread():
+                    raise
                 size = self._env.info()["map_size"]
                 self._env.set_mapsize(size * 2)
 

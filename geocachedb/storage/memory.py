@@ -18,6 +18,7 @@ from geocachedb.storage.scan import bounds
 @implementer(IStorage)
 class MemoryStorage:
     name = "memory"
+    concurrent_writes = False
 
     def __init__(self, path=None, **options):
         self._data = {}

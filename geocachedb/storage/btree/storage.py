@@ -42,6 +42,8 @@ def _key(key):
 @implementer(IStorage)
 class BTreeStorage:
     name = "btree"
+    # One page cache, one thread.
+    concurrent_writes = False
 
     def __init__(
         self,
