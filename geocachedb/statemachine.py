@@ -290,10 +290,12 @@ class _Flush:
         self.finished = threading.Event()
 
     def write(self, storage):
-        pending = self.pending
+        # In key order: a B+tree writes neighbouring keys into the same
+        # pages (LMDB's putmulti walks its cursor forward).
+        items = sorted(self.pending.items())
         storage.apply_batch(
-            [(k, v) for k, v in pending.items() if v is not None],
-            [k for k, v in pending.items() if v is None],
+            [(k, v) for k, v in items if v is not None],
+            [k for k, v in items if v is None],
             self.index,
         )
 

@@ -37,7 +37,11 @@ from geocachedb.storage import open_storage
 # Applied writes reach the storage in one transaction at least this often
 # (or sooner, once this many keys are pending): the Raft log's fsync is what
 # acknowledges a write, so the storage's own fsync stays off the write path.
-FLUSH_SECONDS = 0.1
+# Once a second, not etcd's 100 ms: random keys dirty a B+tree leaf page
+# each, and a batch of 8,000 keys cost LMDB half the CPU per key of a batch
+# of 800 (fewer, longer page writes; bench/writebehind_bench.py).  The
+# price is up to a second more of the log to replay after a crash.
+FLUSH_SECONDS = 1.0
 WRITE_BEHIND_KEYS = 20000
 
 # A learner added without --learner is promoted once caught up, or the add
