@@ -167,6 +167,7 @@ def build_node_config(options):
 
 def makeService(options, reactor=None):
     from geocachedb.node.client_protocol import ClientConnection
+    from geocachedb.node.gc_tuning import GCTuning
     from geocachedb.node.kvservice import KVService
     from geocachedb.node.listener import ListeningService, PortFactory
     from geocachedb.node.node import Node
@@ -185,6 +186,8 @@ def makeService(options, reactor=None):
     ListeningService(config.listen, factory, "clients and peers", reactor).setServiceParent(top)
     if options["admin"] and options["admin"].lower() != "none":
         add_admin_shell(top, node, options, reactor)
+    # Last: it freezes what the others created while starting.
+    GCTuning().setServiceParent(top)
     return top
 
 

@@ -45,3 +45,19 @@ class LatencyTests(unittest.TestCase):
         self.assertEqual(figures["p50"], 51.0)
         self.assertEqual(figures["p99"], 100.0)
         self.assertEqual(figures["max"], 100.0)
+
+
+class GCTuningTests(unittest.TestCase):
+    def test_start_freezes_and_raises_the_threshold_stop_restores(self):
+        from geocachedb.node.gc_tuning import GCTuning
+
+        before = gc.get_threshold()
+        tuning = GCTuning(gen0=12345)
+        tuning.startService()
+        try:
+            self.assertEqual(gc.get_threshold(), (12345,) + before[1:])
+            self.assertGreater(gc.get_freeze_count(), 0)
+        finally:
+            tuning.stopService()
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertEqual(gc.get_freeze_count(), 0)
