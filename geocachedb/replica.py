@@ -120,6 +120,9 @@ class Replica:
         self._reads_confirmed = []
         self._read_seq = 0
         self._processing = False
+        # The host's view of every applied batch: ``on_apply(entries,
+        # results)`` (the node answers its followers' forwarded writes).
+        self.on_apply = None
 
     # ------------------------------------------------------ introspection --
 
@@ -394,6 +397,8 @@ class Replica:
 
     def _apply(self, entries):
         results = self._sm.apply(entries)
+        if self.on_apply is not None:
+            self.on_apply(entries, results)
         self._durable_applied = max(self._durable_applied, self._last_batch_end)
         self._last_batch_end = entries[-1].index
         if self._release_at is not None:

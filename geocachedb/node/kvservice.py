@@ -106,16 +106,31 @@ class KVService:
 
         return done
 
-    def _forward_write(self, request, respond):
-        """A follower that knows the leader sends a write straight there:
-        proposing it here would only be refused (and cost an encoded
-        Command and an error).  False when it must be proposed here."""
-        if self._forwarded:
-            return False
-        leader = self.node.leader_elsewhere()
-        if leader is None:
-            return False
-        return self._forward(errors.NotLeader(leader_id=leader), request, respond, False)
+    def _write(self, request, data, done):
+        """Replicate an encoded Command: proposed here on the leader; a
+        follower that knows the leader sends it there and answers when it
+        applies the entry (`Node.propose_via`)."""
+        node = self.node
+        if not self._forwarded:
+            leader = node.leader_elsewhere()
+            if leader is not None and node.propose_via(leader, data, done):
+                return
+        node.submit_write(data, done)
+
+    def check_command(self, data):
+        """Raise unless ``data`` is an encoded Command that a client's put
+        or delete could have produced here (the leader's check of what a
+        follower sends it)."""
+        cmd = pb.Command.FromString(data)
+        op = cmd.WhichOneof("op")
+        if op == "put":
+            check_key(cmd.put.key)
+            if len(cmd.put.value) > self.max_value:
+                raise errors.TooLarge("value too large")
+        elif op == "delete":
+            check_key(cmd.delete.key)
+        else:
+            raise errors.InvalidArgument("not a put or delete")
 
     def _forward(self, error, request, respond, forwarded):
         forward = getattr(self.node.transport, "forward", None)
@@ -137,19 +152,15 @@ class KVService:
                 "value of %d bytes is larger than the limit of %d bytes"
                 % (len(put.value), self.max_value)
             )
-        if self._forward_write(request, respond):
-            return
         rid = request.id
         data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor)
-        self.node.submit_write(
-            data,
+        self._write(
+            request, data,
             self._done(request, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))),
         )
 
     def _delete(self, request, respond):
         check_key(request.delete.key)
-        if self._forward_write(request, respond):
-            return
         rid = request.id
         data = encode_delete(request.delete.key, request.client_id, request.seq, request.ack_floor)
 
@@ -160,7 +171,7 @@ class KVService:
                 id=rid, delete=pb.DeleteResponse(deleted=result.deleted, index=result.index)
             )
 
-        self.node.submit_write(data, self._done(request, respond, build))
+        self._write(request, data, self._done(request, respond, build))
 
     def _read(self, request, serializable, respond, read):
         if serializable:

@@ -45,6 +45,15 @@ from geocachedb.storage import open_storage
 FLUSH_SECONDS = 0.1
 WRITE_BEHIND_KEYS = 20000
 
+# A follower's client write sent to the leader fails with UNAVAILABLE when
+# this node has not applied it within this many seconds.
+SENT_WRITE_TIMEOUT = 10
+
+
+def _ignore(result, error):
+    pass
+
+
 # A learner added without --learner is promoted once caught up, or the add
 # reports failure after this many seconds (it stays a learner).
 PROMOTE_TIMEOUT = 120
@@ -166,6 +175,11 @@ class Node(service.Service):
         self.raft_log = None
         self._scheduled = False
         self._waiting = deque()  # (deadline, retry) while no leader is known
+        # Client writes this follower sent to the leader (`propose_via`):
+        # encoded Command -> [(deadline, callback)], answered when the entry
+        # is applied here.
+        self._sent_writes = {}
+        self._next_sweep = 0.0
         self._started_at = None
         self._ticker = None
         self._flusher = None
@@ -217,6 +231,7 @@ class Node(service.Service):
             snapshot_store=FileSnapshotStore(os.path.join(cfg.data_dir, "snapshot")),
             addresses=addresses,
         )
+        self.replica.on_apply = self._answer_sent_writes
         self.log_level.install()
         self.gc_pauses.install()
         self._started_at = self._reactor.seconds()
@@ -255,6 +270,10 @@ class Node(service.Service):
         for _, retry in self._waiting:
             retry(expired=True)
         self._waiting.clear()
+        sent, self._sent_writes = self._sent_writes, {}
+        for waiters in sent.values():
+            for _, callback in waiters:
+                callback(None, errors.Unavailable("node is shutting down; the write's outcome is unknown"))
         stop = getattr(self.transport, "stop", None)
         if stop is not None:
             stop()
@@ -273,6 +292,8 @@ class Node(service.Service):
     def _tick(self):
         self.replica.tick()
         self._expire_waiting()
+        if self._sent_writes and self._reactor.seconds() >= self._next_sweep:
+            self._expire_sent_writes()
         self._check_promotions()
         self.backups.expire()
         self.schedule()
@@ -289,6 +310,9 @@ class Node(service.Service):
         if self.replica is None:
             return
         self.replica.process()
+        send_proposals = getattr(self.transport, "send_proposals", None)
+        if send_proposals is not None:
+            send_proposals()
         if self._waiting and self.replica.leader_id is not None:
             self._retry_waiting()
         addresses = self.replica.addresses()
@@ -352,6 +376,72 @@ class Node(service.Service):
         if leader is None or leader == self.node_id:
             return None
         return leader
+
+    def propose_via(self, leader_id, data, callback):
+        """A follower's client write: send ``data`` (an encoded Command) to
+        the leader ``leader_id`` to propose, and ``callback(result, error)``
+        when this node applies the entry — the same result a local proposal
+        gets, without a reply from the leader (etcd's followers forward
+        MsgProp the same way).  `Unavailable` when it is not applied within
+        `SENT_WRITE_TIMEOUT` (the leader may have lost it, or may yet commit
+        it: with a client id, a retry is applied at most once).  Returns
+        False when the leader cannot be reached from here."""
+        transport = self.transport
+        can_reach = getattr(transport, "can_reach", None)
+        if can_reach is None or not can_reach(leader_id):
+            return False
+        deadline = self._reactor.seconds() + SENT_WRITE_TIMEOUT
+        self._sent_writes.setdefault(data, []).append((deadline, callback))
+        transport.queue_proposal(leader_id, data)
+        self.schedule()
+        return True
+
+    def propose_forwarded(self, commands):
+        """The leader's side of `propose_via`: propose each command a
+        follower sent.  A command that is not a valid client write is
+        dropped (and counted): it would be applied on every node.  Nothing
+        is answered; a follower that is no longer talking to the leader
+        times its writes out."""
+        replica = self.replica
+        check = self.kv.check_command if self.kv is not None else None
+        for data in commands:
+            try:
+                if check is not None:
+                    check(data)
+            except Exception:
+                self.metrics.count_error("DROPPED_PROPOSAL")
+                continue
+            replica.propose(data, _ignore)
+        self.schedule()
+
+    def _answer_sent_writes(self, entries, results):
+        sent = self._sent_writes
+        if not sent:
+            return
+        for entry, result in zip(entries, results):
+            waiters = sent.get(entry.data)
+            if waiters is None:
+                continue
+            _, callback = waiters.pop(0)
+            if not waiters:
+                del sent[entry.data]
+            try:
+                callback(result, None)
+            except Exception:
+                self.log.failure("answering a forwarded write failed")
+
+    def _expire_sent_writes(self):
+        now = self._reactor.seconds()
+        self._next_sweep = now + 1.0
+        expired = []
+        for data, waiters in list(self._sent_writes.items()):
+            while waiters and waiters[0][0] <= now:
+                expired.append(waiters.pop(0)[1])
+            if not waiters:
+                del self._sent_writes[data]
+        for callback in expired:
+            callback(None, errors.Unavailable(
+                "the leader did not commit the write within %d s; its outcome is unknown" % SENT_WRITE_TIMEOUT))
 
     def submit_write(self, data, callback):
         """Replicate ``data`` (an encoded Command); ``callback(result,

@@ -14,9 +14,12 @@ its transport, and while the kernel buffer is full at most
 `MAX_PEER_BUFFER` more bytes are written; further Raft messages are dropped
 (Raft retransmits) and forwarded requests fail with UNAVAILABLE.
 
-Forwarding: a follower sends a client request it cannot serve to the leader
-as a `Forward` and relays the leader's `Response` verbatim.  The leader never
-forwards a forwarded request again (no loops when leadership moves).
+Forwarding: a follower sends the client writes it receives to the leader
+as `Proposals` (the encoded Commands, batched per reactor turn; the node
+answers each client when it applies the entry, see `Node.propose_via`).
+Other requests it cannot serve go as a `Forward`, and it relays the
+leader's `Response` verbatim.  The leader never forwards a forwarded request
+again (no loops when leadership moves).
 """
 
 import itertools
@@ -132,6 +135,8 @@ class PeerConnection(EnvelopeReceiver):
             return  # fault injection: the link is cut both ways
         if kind == "raft":
             self.network.raft_received(self, msg.raft)
+        elif kind == "proposals":
+            self.network.node.propose_forwarded(msg.proposals.commands)
         elif kind == "forward":
             self.network.forward_received(self, msg.forward)
         elif kind == "error":
@@ -202,6 +207,7 @@ class PeerNetwork:
         self._forwards = {}
         self._forward_ids = itertools.count(1)
         self._dialers = {}
+        self._proposals = {}  # leader id -> encoded Commands to send this turn
         self._sweeper = LoopingCall(self._expire_forwards)
         self._sweeper.clock = reactor
 
@@ -309,6 +315,42 @@ class PeerNetwork:
         self.node.receive(message_from_pb(m))
 
     # -------------------------------------------------------- forwarding
+
+    def can_reach(self, peer_id):
+        return peer_id not in self.isolated and (peer_id in self.outgoing or peer_id in self.incoming)
+
+    def queue_proposal(self, leader_id, command):
+        """Send ``command`` (an encoded Command) to the leader with the
+        others of this turn (`send_proposals`)."""
+        self._proposals.setdefault(leader_id, []).append(command)
+
+    def send_proposals(self):
+        """One `Proposals` message per leader for what was queued.  A write
+        that cannot be sent is not answered here: the node's wait for its
+        entry times out (its outcome is unknown to the client anyway)."""
+        if not self._proposals:
+            return
+        queued, self._proposals = self._proposals, {}
+        for leader_id, commands in queued.items():
+            conn = self.outgoing.get(leader_id) or self.incoming.get(leader_id)
+            if conn is None or leader_id in self.isolated:
+                self.count_drop("proposals: leader not connected")
+                continue
+            # Several messages when large values would not fit one frame.
+            limit = self.max_frame // 2
+            start = size = 0
+            for i, command in enumerate(commands):
+                if size and size + len(command) > limit:
+                    self._send_proposals(conn, commands[start:i])
+                    start, size = i, 0
+                size += len(command) + 8
+            self._send_proposals(conn, commands[start:])
+
+    def _send_proposals(self, conn, commands):
+        envelope = pb.PeerMessage()
+        envelope.proposals.commands.extend(commands)
+        if not conn.try_send(envelope):
+            self.count_drop("proposals: send buffer full")
 
     def forward(self, leader_id, request, respond):
         """Send ``request`` to the leader; ``respond(response)`` with its

@@ -302,14 +302,22 @@ class Forward(_message.Message):
     response: Response
     def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ...) -> None: ...
 
+class Proposals(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, commands: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class PeerMessage(_message.Message):
-    __slots__ = ("hello", "raft", "forward", "error")
+    __slots__ = ("hello", "raft", "forward", "error", "proposals")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     RAFT_FIELD_NUMBER: _ClassVar[int]
     FORWARD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
     hello: PeerHello
     raft: RaftMessage
     forward: Forward
     error: Error
-    def __init__(self, hello: _Optional[_Union[PeerHello, _Mapping]] = ..., raft: _Optional[_Union[RaftMessage, _Mapping]] = ..., forward: _Optional[_Union[Forward, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    proposals: Proposals
+    def __init__(self, hello: _Optional[_Union[PeerHello, _Mapping]] = ..., raft: _Optional[_Union[RaftMessage, _Mapping]] = ..., forward: _Optional[_Union[Forward, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., proposals: _Optional[_Union[Proposals, _Mapping]] = ...) -> None: ...
