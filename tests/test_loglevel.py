@@ -36,3 +36,12 @@ class LogLevelTests(SynchronousTestCase):
     def test_unknown_level_is_a_clear_error(self):
         e = self.assertRaises(ValueError, self.level.set, "loud")
         self.assertIn("debug, info, warn, error", str(e))
+
+    def test_uninstall_puts_the_original_observers_back(self):
+        self.level.set("error")
+        self.emit(LogLevel.info)
+        self.assertEqual(self.seen, [])
+        self.level.uninstall()
+        self.emit(LogLevel.debug)
+        self.assertEqual(len(self.seen), 1)
+        self.assertEqual(self.publisher._observers, [self.seen.append])

@@ -38,16 +38,28 @@ class NodeLogLevel:
         for namespace in QUIET_NAMESPACES:
             self.predicate.setLogLevelForNamespace(namespace, LogLevel.warn)
         self.installed = False
+        self._wrapped = []  # (original observer, its filtering wrapper)
 
     def install(self):
         observers = list(getattr(self.publisher, "_observers", None) or [])
         if self.installed or not observers:
             return False
         for observer in observers:
+            wrapper = FilteringLogObserver(observer, [self.predicate])
             self.publisher.removeObserver(observer)
-            self.publisher.addObserver(FilteringLogObserver(observer, [self.predicate]))
+            self.publisher.addObserver(wrapper)
+            self._wrapped.append((observer, wrapper))
         self.installed = True
         return True
+
+    def uninstall(self):
+        """Put the original observers back (a node stopped inside a longer
+        process, such as a test run, must not leave its filter behind)."""
+        for observer, wrapper in self._wrapped:
+            self.publisher.removeObserver(wrapper)
+            self.publisher.addObserver(observer)
+        self._wrapped = []
+        self.installed = False
 
     def set(self, name):
         try:

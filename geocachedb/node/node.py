@@ -257,6 +257,7 @@ class Node(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self.gc_pauses.uninstall()
+        self.log_level.uninstall()
         self.backups.close_all()
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
