@@ -167,7 +167,7 @@ def build_node_config(options):
 
 def makeService(options, reactor=None):
     from geocachedb.node.client_protocol import ClientConnection
-    from geocachedb.node.gc_tuning import GCTuning
+    from geocachedb.node.tuning import InterpreterTuning
     from geocachedb.node.kvservice import KVService
     from geocachedb.node.listener import ListeningService, PortFactory
     from geocachedb.node.node import Node
@@ -187,7 +187,7 @@ def makeService(options, reactor=None):
     if options["admin"] and options["admin"].lower() != "none":
         add_admin_shell(top, node, options, reactor)
     # Last: it freezes what the others created while starting.
-    GCTuning().setServiceParent(top)
+    InterpreterTuning().setServiceParent(top)
     return top
 
 

@@ -47,17 +47,22 @@ class LatencyTests(unittest.TestCase):
         self.assertEqual(figures["max"], 100.0)
 
 
-class GCTuningTests(unittest.TestCase):
-    def test_start_freezes_and_raises_the_threshold_stop_restores(self):
-        from geocachedb.node.gc_tuning import GCTuning
+class InterpreterTuningTests(unittest.TestCase):
+    def test_start_freezes_and_tunes_stop_restores(self):
+        import sys
+
+        from geocachedb.node.tuning import InterpreterTuning
 
         before = gc.get_threshold()
-        tuning = GCTuning(gen0=12345)
+        switch = sys.getswitchinterval()
+        tuning = InterpreterTuning(gen0=12345, switch_interval=0.002)
         tuning.startService()
         try:
             self.assertEqual(gc.get_threshold(), (12345,) + before[1:])
             self.assertGreater(gc.get_freeze_count(), 0)
+            self.assertAlmostEqual(sys.getswitchinterval(), 0.002)
         finally:
             tuning.stopService()
         self.assertEqual(gc.get_threshold(), before)
         self.assertEqual(gc.get_freeze_count(), 0)
+        self.assertAlmostEqual(sys.getswitchinterval(), switch)

@@ -81,8 +81,8 @@ class MakeServiceTests(SynchronousTestCase):
         listeners = [c for c in children if isinstance(c, ListeningService)]
         self.assertEqual([l.description for l in listeners], ["tcp:50051", "tcp:6051:interface=127.0.0.1"])
         self.assertTrue(os.path.isdir(data))
-        # The GC is tuned last, after everything else has started.
-        self.assertEqual(children[-1].name, "gc-tuning")
+        # The interpreter is tuned last, after everything else has started.
+        self.assertEqual(children[-1].name, "interpreter-tuning")
 
     def test_unwritable_data_dir_is_one_clear_line(self):
         blocker = self.mktemp()

@@ -37,12 +37,14 @@ from geocachedb.storage import open_storage
 # Applied writes reach the storage in one transaction at least this often
 # (or sooner, once this many keys are pending): the Raft log's fsync is what
 # acknowledges a write, so the storage's own fsync stays off the write path.
-# Every 100 ms, as etcd does.  Larger batches cost LMDB less per key
-# (bench/writebehind_bench.py: 8,000 random keys per commit half the CPU per
-# key of 800), but a once-a-second batch held the flush thread's GIL long
-# enough to raise the p99 latency from ~19 to ~25 ms at 64 in flight, with
-# no measurable saving in server CPU per write (issue 8).
-FLUSH_SECONDS = 0.1
+# Once a second (etcd: every 100 ms).  Random keys dirty a B+tree leaf page
+# each, and a batch of 8,000 keys costs LMDB less than half the CPU per key
+# of a batch of 800 (bench/writebehind_bench.py).  The batch is committed on
+# the flush thread; with the 1 ms GIL switch interval (`node.tuning`) the
+# p99 latency stayed the same while server CPU per replicated write fell
+# from 115-140 to 103-118 us at 64 in flight (A/B, 3 rounds, issue 8).  The
+# price: up to a second more of the log to apply again after a crash.
+FLUSH_SECONDS = 1.0
 WRITE_BEHIND_KEYS = 20000
 
 # A follower's client write sent to the leader fails with UNAVAILABLE when
