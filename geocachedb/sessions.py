@@ -94,8 +94,18 @@ class SessionTable:
         session.last_index = index
         if ack_floor > session.floor:
             session.floor = ack_floor
-            for old in [s for s in session.results if s < ack_floor]:
-                del session.results[old]
+            results = session.results
+            # Results are inserted in about seq order: the forgotten ones
+            # are at the front.  One inserted late (a write that committed
+            # out of order) may stay until the cap below trims it; keeping
+            # an answer longer is harmless, and every replica does the same.
+            stale = []
+            for old in results:
+                if old >= ack_floor:
+                    break
+                stale.append(old)
+            for old in stale:
+                del results[old]
         if len(session.results) > MAX_RESULTS_PER_SESSION:
             for old in sorted(session.results)[: len(session.results) - MAX_RESULTS_PER_SESSION]:
                 del session.results[old]

@@ -96,6 +96,7 @@ class KVStateMachine:
         self._pending = {}  # key -> value, or None for a delete
         self._pending_index = 0
         self._flushing = None  # the _Flush being written in the background
+        self._dirty_sessions = set()  # client ids whose record is not in _pending
         index = storage.applied_index()
         # (the flush before the last, the last): LMDB without the meta-page
         # fsync may lose its last transaction to an OS crash.
@@ -106,6 +107,7 @@ class KVStateMachine:
         self._wait_for_background()
         self._pending = {}
         self._pending_index = 0
+        self._dirty_sessions = set()
         index = self.storage.applied_index()
         # The transaction that loaded the snapshot is the storage's last one,
         # which an OS crash may still undo: it is durable after the next.
@@ -149,6 +151,9 @@ class KVStateMachine:
         self._background(lambda: job.run(self.storage), lambda: self._finish(job))
 
     def _take_pending(self):
+        if self._dirty_sessions:
+            self._pending.update(self.sessions.writes(self._dirty_sessions))
+            self._dirty_sessions = set()
         job = _Flush(self._pending, self._pending_index)
         self._pending = {}
         self._pending_index = 0
@@ -203,26 +208,35 @@ class KVStateMachine:
         # deletes, so the final state of each key is computed here first.
         final = {}
         results = []
+        append = results.append
         table = self.sessions
-        dirty = set()
+        # Sessions changed since the last flush: encoded once per flush,
+        # not once per batch (`_take_pending`).
+        dirty = self._dirty_sessions
+        parse = pb.Command.FromString
         for entry in entries:
-            result = None
-            if entry.kind == CONF:
-                final[CONF_KEY] = entry.data
-            elif entry.kind == NORMAL and entry.data:
-                cmd = pb.Command.FromString(entry.data)
+            kind = entry.kind
+            if kind == NORMAL:
+                data = entry.data
+                if not data:  # a new leader's empty entry
+                    append(None)
+                    continue
+                cmd = parse(data)
+                index = entry.index
                 op = cmd.WhichOneof("op")
                 cid = cmd.client_id
                 if cid:
-                    seen = table.lookup(cid, cmd.seq)
+                    seq = cmd.seq
+                    seen = table.lookup(cid, seq)
                     if seen is not False:
-                        results.append(_replayed(seen, op, entry.index))
+                        append(_replayed(seen, op, index))
                         continue
                 if op == "put":
-                    final[cmd.put.key] = cmd.put.value
-                    result = PutResult(entry.index)
+                    put = cmd.put
+                    final[put.key] = put.value
+                    append(PutResult(index))
                     if cid:
-                        table.record(cid, cmd.seq, cmd.ack_floor, (sessions.PUT, entry.index, False), entry.index, dirty)
+                        table.record(cid, seq, cmd.ack_floor, (sessions.PUT, index, False), index, dirty)
                 elif op == "delete":
                     key = cmd.delete.key
                     if key in final:
@@ -230,16 +244,21 @@ class KVStateMachine:
                     else:
                         existed = self.get(key) is not None
                     final[key] = None
-                    result = DeleteResult(entry.index, existed)
+                    append(DeleteResult(index, existed))
                     if cid:
-                        table.record(cid, cmd.seq, cmd.ack_floor, (sessions.DELETE, entry.index, existed), entry.index, dirty)
-            results.append(result)
+                        table.record(cid, seq, cmd.ack_floor, (sessions.DELETE, index, existed), index, dirty)
+                else:
+                    append(None)
+            elif kind == CONF:
+                final[CONF_KEY] = entry.data
+                append(None)
+            else:
+                append(None)
         if dirty:
             evicted = []
             table.evict(dirty, evicted)
             for key in evicted:
                 final[key] = None
-            final.update(table.writes(dirty))
         self._pending.update(final)
         self._pending_index = entries[-1].index
         if not self.write_behind:
@@ -292,12 +311,14 @@ class _Flush:
     def write(self, storage):
         # In key order: a B+tree writes neighbouring keys into the same
         # pages (LMDB's putmulti walks its cursor forward).
-        items = sorted(self.pending.items())
-        storage.apply_batch(
-            [(k, v) for k, v in items if v is not None],
-            [k for k, v in items if v is None],
-            self.index,
-        )
+        pending = self.pending
+        items = sorted(pending.items())
+        if None in pending.values():
+            deletes = [k for k, v in items if v is None]
+            items = [kv for kv in items if kv[1] is not None]
+        else:
+            deletes = []
+        storage.apply_batch(items, deletes, self.index)
 
     def run(self, storage):
         """The background thread's part: never raises (the error is kept
