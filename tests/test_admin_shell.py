@@ -640,7 +640,7 @@ class CommandTests(ShellHarness, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_backspace_del_and_telnet_erase_edit_the_line(self):
-        out = yield self.cmd(b"get ab\x7fc")
+        yield self.cmd(b"get ab\x7fc")
         self.assertEqual(self.node.calls, ["get"])
         yield self.cmd(b"put kk\x08 v")
         self.assertIn(b"k", self.node.data)

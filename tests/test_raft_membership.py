@@ -421,7 +421,7 @@ class RemovingNodes(SynchronousTestCase):
         # over.
         net = Network(["a", "b", "c", "d"], pre_vote=False, check_quorum=False)
         net.elect("b")
-        a, b, c = net.cores["a"], net.cores["b"], net.cores["c"]
+        b, c = net.cores["b"], net.cores["c"]
         net.isolate("d")
         net.drop(lambda m: m.type == t.APP)
         b.propose_conf_change("remove", "b")

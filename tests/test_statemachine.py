@@ -1,7 +1,6 @@
 """The replicated key-value state machine: batches, results, and the
 deduplication table that applies a retried write at most once."""
 
-import os
 import threading
 
 from twisted.trial.unittest import SynchronousTestCase

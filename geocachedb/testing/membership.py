@@ -296,7 +296,6 @@ class Operator:
     def _removed(self, node_id):
         """After a removal: power the node off for good now or a little
         later, or leave it running (it must not disrupt anything)."""
-        node = self.cluster.node(node_id)
         if self._removed_may_run and self.rng.random() < self.config.keep_removed_running:
             self.trace("%s stays up after its removal" % node_id)
             return

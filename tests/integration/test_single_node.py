@@ -3,7 +3,6 @@ flavour, the CLI and raw sockets with bad input."""
 
 import asyncio
 import os
-import signal
 import socket
 import struct
 import subprocess
