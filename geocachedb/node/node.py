@@ -56,6 +56,20 @@ def _ignore(result, error):
     pass
 
 
+# Command.proposal_id (field 19, varint) as it is encoded on the wire.
+_PROPOSAL_ID_TAG = bytes((19 << 3 | 0x80, 1))
+_U64 = (1 << 64) - 1
+
+
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 # A learner added without --learner is promoted once caught up, or the add
 # reports failure after this many seconds (it stays a learner).
 PROMOTE_TIMEOUT = 120
@@ -182,6 +196,8 @@ class Node(service.Service):
         # is applied here.
         self._sent_writes = {}
         self._next_sweep = 0.0
+        # Unique per forwarded write: a random start, then counting.
+        self._proposal_ids = random.getrandbits(64)
         self._started_at = None
         self._ticker = None
         self._flusher = None
@@ -393,6 +409,12 @@ class Node(service.Service):
         can_reach = getattr(transport, "can_reach", None)
         if can_reach is None or not can_reach(leader_id):
             return False
+        # A unique proposal_id, appended as an encoded field (protobuf merges
+        # concatenated messages): without it an identical write from
+        # another client, committed earlier and applied here late, could
+        # answer this one although this one was lost.
+        self._proposal_ids += 1
+        data += _PROPOSAL_ID_TAG + _varint(self._proposal_ids & _U64)
         deadline = self._reactor.seconds() + SENT_WRITE_TIMEOUT
         self._sent_writes.setdefault(data, []).append((deadline, callback))
         transport.queue_proposal(leader_id, data)

@@ -227,18 +227,20 @@ class StatusResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("put", "delete", "client_id", "seq", "ack_floor")
+    __slots__ = ("put", "delete", "client_id", "seq", "ack_floor", "proposal_id")
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     put: PutRequest
     delete: DeleteRequest
     client_id: int
     seq: int
     ack_floor: int
-    def __init__(self, put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ...) -> None: ...
+    proposal_id: int
+    def __init__(self, put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ..., ack_floor: _Optional[int] = ..., proposal_id: _Optional[int] = ...) -> None: ...
 
 class PeerHello(_message.Message):
     __slots__ = ("cluster_id", "node_id", "target_id")
