@@ -67,11 +67,13 @@ class NodeForwardingTests(unittest.TestCase):
             b"\xff\xff not a command",
             encode_put(b"\x00\x00geocache/sessions/x", b"reserved key"),
             encode_put(b"", b"empty key"),
+            encode_put(b"big", b"x" * (node.config.max_value + 1)),
         ])
         self.clock.advance(0)
         self.assertEqual(node.state_machine.get(b"good"), b"v")
         self.assertIsNone(node.state_machine.get(b"\x00\x00geocache/sessions/x"))
-        self.assertEqual(node.metrics.errors["DROPPED_PROPOSAL"], 3)
+        self.assertIsNone(node.state_machine.get(b"big"))
+        self.assertEqual(node.metrics.errors["DROPPED_PROPOSAL"], 4)
 
     def sent(self):
         """The commands the node sent to the leader so far."""

@@ -34,6 +34,22 @@ def check_key(key):
         )
 
 
+def check_command(data, max_value=MAX_VALUE_SIZE):
+    """Raise unless ``data`` is an encoded Command that a client's put or
+    delete could have produced (the leader's check of the writes a
+    follower sends it: a bad one would be applied on every node)."""
+    cmd = pb.Command.FromString(data)
+    op = cmd.WhichOneof("op")
+    if op == "put":
+        check_key(cmd.put.key)
+        if len(cmd.put.value) > max_value:
+            raise errors.TooLarge("value too large")
+    elif op == "delete":
+        check_key(cmd.delete.key)
+    else:
+        raise errors.InvalidArgument("not a put or delete")
+
+
 def error_response(request_id, error):
     response = pb.Response(id=request_id)
     if not isinstance(error, errors.GeoCacheError):
@@ -116,21 +132,6 @@ class KVService:
             if leader is not None and node.propose_via(leader, data, done):
                 return
         node.submit_write(data, done)
-
-    def check_command(self, data):
-        """Raise unless ``data`` is an encoded Command that a client's put
-        or delete could have produced here (the leader's check of what a
-        follower sends it)."""
-        cmd = pb.Command.FromString(data)
-        op = cmd.WhichOneof("op")
-        if op == "put":
-            check_key(cmd.put.key)
-            if len(cmd.put.value) > self.max_value:
-                raise errors.TooLarge("value too large")
-        elif op == "delete":
-            check_key(cmd.delete.key)
-        else:
-            raise errors.InvalidArgument("not a put or delete")
 
     def _forward(self, error, request, respond, forwarded):
         forward = getattr(self.node.transport, "forward", None)

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from geocachedb import errors
 from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
 from geocachedb.node.backups import Backups
+from geocachedb.node.kvservice import check_command
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
 from geocachedb.node.metrics import GCPauses, NodeMetrics
 from geocachedb.raft.types import RaftConfig
@@ -428,11 +429,10 @@ class Node(service.Service):
         is answered; a follower that is no longer talking to the leader
         times its writes out."""
         replica = self.replica
-        check = self.kv.check_command if self.kv is not None else None
+        max_value = self.config.max_value
         for data in commands:
             try:
-                if check is not None:
-                    check(data)
+                check_command(data, max_value)
             except Exception:
                 self.metrics.count_error("DROPPED_PROPOSAL")
                 continue
