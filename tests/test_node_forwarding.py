@@ -140,6 +140,16 @@ class NodeForwardingTests(unittest.TestCase):
         self.assertFalse(node.propose_via("n2", encode_put(b"k", b"v"), callback))
         self.assertEqual(node._sent_writes, {})
 
+    def test_unsent_writes_fail_at_once(self):
+        node = self.start(peers={"n2": "127.0.0.1:1"})
+        got, callback = self.answers()
+        node.propose_via("n2", encode_put(b"k", b"v"), callback)
+        [command] = self.transport.queued
+        node.unsent_writes([command[1]], "too much traffic to the leader; try again")
+        [(_, error)] = got
+        self.assertIsInstance(error, errors.Unavailable)
+        self.assertEqual(node._sent_writes, {})
+
     def test_stopping_fails_the_writes_still_waiting(self):
         node = self.start(peers={"n2": "127.0.0.1:1"})
         got, callback = self.answers()

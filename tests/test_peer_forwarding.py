@@ -21,6 +21,12 @@ class _Node:
     node_id = "follower"
     config = _Config()
 
+    def __init__(self):
+        self.unsent = []
+
+    def unsent_writes(self, commands, why):
+        self.unsent.append((list(commands), why))
+
 
 class _Connection:
     peer_id = "leader"
@@ -113,3 +119,51 @@ class ForwardingTests(unittest.TestCase):
         self.network.stop()
         self.assertEqual(self.answers[4][0].error.code, pb.UNAVAILABLE)
         self.assertFalse(self.network._sweeper.running)
+
+
+class ProposalsTests(unittest.TestCase):
+    """Client writes a follower sends to the leader: batched per turn, split
+    to fit frames, and reported back when they cannot be sent."""
+
+    def setUp(self):
+        self.node = _Node()
+        self.network = peers.PeerNetwork(self.node, Clock())
+        self.conn = _Connection()
+        self.network.outgoing["leader"] = self.conn
+
+    def test_one_message_per_turn(self):
+        for i in range(5):
+            self.network.queue_proposal("leader", b"cmd%d" % i)
+        self.network.send_proposals()
+        [envelope] = self.conn.sent
+        self.assertEqual(list(envelope.proposals.commands), [b"cmd%d" % i for i in range(5)])
+        self.network.send_proposals()  # nothing queued: nothing sent
+        self.assertEqual(len(self.conn.sent), 1)
+
+    def test_large_commands_are_split_to_fit_frames(self):
+        big = [bytes([i]) * (self.network.max_frame // 3) for i in range(5)]
+        for command in big:
+            self.network.queue_proposal("leader", command)
+        self.network.send_proposals()
+        self.assertGreater(len(self.conn.sent), 1)
+        sent = [c for envelope in self.conn.sent for c in envelope.proposals.commands]
+        self.assertEqual(sent, big)
+        for envelope in self.conn.sent:
+            self.assertLessEqual(len(envelope.SerializeToString()), self.network.max_frame)
+        self.assertEqual(self.node.unsent, [])
+
+    def test_a_full_buffer_reports_the_writes_unsent(self):
+        self.conn.accept = False
+        self.network.queue_proposal("leader", b"a")
+        self.network.send_proposals()
+        [(commands, why)] = self.node.unsent
+        self.assertEqual(commands, [b"a"])
+        self.assertIn("too much traffic", why)
+
+    def test_a_lost_leader_connection_reports_the_writes_unsent(self):
+        self.network.queue_proposal("leader", b"a")
+        del self.network.outgoing["leader"]
+        self.network.send_proposals()
+        [(commands, why)] = self.node.unsent
+        self.assertEqual(commands, [b"a"])
+        self.assertFalse(self.network.can_reach("leader"))

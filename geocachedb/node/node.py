@@ -439,6 +439,19 @@ class Node(service.Service):
             replica.propose(data, _ignore)
         self.schedule()
 
+    def unsent_writes(self, commands, why):
+        """The peer network could not send these `propose_via` commands:
+        they were never proposed, so their clients hear so at once."""
+        sent = self._sent_writes
+        for data in commands:
+            waiters = sent.get(data)
+            if not waiters:
+                continue
+            _, callback = waiters.pop(0)
+            if not waiters:
+                del sent[data]
+            callback(None, errors.Unavailable(why))
+
     def _answer_sent_writes(self, entries, results):
         sent = self._sent_writes
         if not sent:

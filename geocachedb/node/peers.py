@@ -325,9 +325,9 @@ class PeerNetwork:
         self._proposals.setdefault(leader_id, []).append(command)
 
     def send_proposals(self):
-        """One `Proposals` message per leader for what was queued.  A write
-        that cannot be sent is not answered here: the node's wait for its
-        entry times out (its outcome is unknown to the client anyway)."""
+        """One `Proposals` message per leader for what was queued.  Writes
+        that cannot be sent were never proposed: the node fails them at once
+        (`Node.unsent_writes`)."""
         if not self._proposals:
             return
         queued, self._proposals = self._proposals, {}
@@ -335,6 +335,7 @@ class PeerNetwork:
             conn = self.outgoing.get(leader_id) or self.incoming.get(leader_id)
             if conn is None or leader_id in self.isolated:
                 self.count_drop("proposals: leader not connected")
+                self.node.unsent_writes(commands, "the connection to the leader %s was lost; try again" % leader_id)
                 continue
             # Several messages when large values would not fit one frame.
             limit = self.max_frame // 2
@@ -351,6 +352,7 @@ class PeerNetwork:
         envelope.proposals.commands.extend(commands)
         if not conn.try_send(envelope):
             self.count_drop("proposals: send buffer full")
+            self.node.unsent_writes(commands, "too much traffic to the leader; try again")
 
     def forward(self, leader_id, request, respond):
         """Send ``request`` to the leader; ``respond(response)`` with its
