@@ -167,3 +167,29 @@ class ProposalsTests(unittest.TestCase):
         [(commands, why)] = self.node.unsent
         self.assertEqual(commands, [b"a"])
         self.assertFalse(self.network.can_reach("leader"))
+
+
+class AppendEncodingTests(unittest.TestCase):
+    """AppendEntries are encoded with their entries cached across
+    followers; the bytes must parse to exactly the message every time."""
+
+    def setUp(self):
+        self.network = peers.PeerNetwork(_Node(), Clock())
+
+    def check(self, message):
+        from geocachedb.wire.raft_codec import message_from_pb
+
+        data = self.network._encode_append(message)
+        self.assertEqual(message_from_pb(pb.PeerMessage.FromString(data).raft), message)
+
+    def test_same_entries_to_two_followers_and_then_others(self):
+        from geocachedb.raft.types import Entry, Message
+
+        entries = [Entry(i, 3, b"data %d" % i) for i in range(5, 25)]
+        for to in ("b", "c"):
+            self.check(Message(type=1, to=to, frm="a", term=3, log_term=3, index=4, entries=entries, commit=4))
+        # A shorter slice, then entries of a later term at the same indexes:
+        # neither may reuse the cached bytes.
+        self.check(Message(type=1, to="b", frm="a", term=3, log_term=3, index=4, entries=entries[:3], commit=7))
+        later = [Entry(i, 4, b"other %d" % i) for i in range(5, 25)]
+        self.check(Message(type=1, to="c", frm="a", term=4, log_term=3, index=4, entries=later, commit=7))

@@ -29,9 +29,10 @@ from geocachedb.node.backups import Backups
 from geocachedb.node.kvservice import check_command
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
 from geocachedb.node.metrics import GCPauses, NodeMetrics
-from geocachedb.raft.types import RaftConfig
+from geocachedb.raft.types import LEADER, RaftConfig
 from geocachedb.snapshots import FileSnapshotStore
 from geocachedb.statemachine import KVStateMachine
+from geocachedb.wire.raft_codec import varint as _varint
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage import open_storage
 
@@ -60,15 +61,6 @@ def _ignore(result, error):
 # Command.proposal_id (field 19, varint) as it is encoded on the wire.
 _PROPOSAL_ID_TAG = bytes((19 << 3 | 0x80, 1))
 _U64 = (1 << 64) - 1
-
-
-def _varint(n):
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 # A learner added without --learner is promoted once caught up, or the add
@@ -485,7 +477,14 @@ class Node(service.Service):
         """Replicate ``data`` (an encoded Command); ``callback(result,
         error)`` once it is applied here, or with the error (NOT_LEADER on a
         follower: the caller may forward the request to the leader)."""
-        self._leader_aware(lambda done: self.replica.propose(data, done), callback)
+        replica = self.replica
+        if replica.core.role == LEADER:
+            # The common case, once per write: no waiting for an election
+            # can be needed, so none of `_leader_aware`'s closures.
+            replica.propose(data, callback)
+            self.schedule()
+            return
+        self._leader_aware(lambda done: replica.propose(data, done), callback)
 
     def read_barrier(self, callback):
         """``callback(None, None)`` once a linearizable read may be served

@@ -37,9 +37,11 @@ from geocachedb.node.kvservice import error_response
 from geocachedb.node.listener import PEER_PREAMBLE, set_no_delay
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.wire.framing import EnvelopeReceiver, FrameError
-from geocachedb.wire.raft_codec import message_from_pb, message_to_pb
+from geocachedb.wire.raft_codec import message_from_pb, message_to_pb, varint as _varint
 
 MAX_PEER_BUFFER = 8 * 1024 * 1024
+# PeerMessage.raft (field 2, length-delimited) as it is encoded on the wire.
+_RAFT_FIELD = bytes((2 << 3 | 2,))
 FORWARD_TIMEOUT = 10.0
 FORWARD_SWEEP_SECONDS = 1.0
 
@@ -91,7 +93,10 @@ class PeerConnection(EnvelopeReceiver):
 
     def try_send(self, message):
         """Send unless the bounded buffer is full; return whether sent."""
-        data = message.SerializeToString()
+        return self.try_send_data(message.SerializeToString())
+
+    def try_send_data(self, data):
+        """`try_send` of an already encoded PeerMessage."""
         if len(data) > self.MAX_LENGTH:
             return False
         if self.paused:
@@ -208,6 +213,8 @@ class PeerNetwork:
         self._forward_ids = itertools.count(1)
         self._dialers = {}
         self._proposals = {}  # leader id -> encoded Commands to send this turn
+        self._entries_key = None  # see `_encode_append`
+        self._entries_bytes = b""
         self._sweeper = LoopingCall(self._expire_forwards)
         self._sweeper.clock = reactor
 
@@ -279,10 +286,34 @@ class PeerNetwork:
         conn = self.outgoing.get(message.to) or self.incoming.get(message.to)
         if conn is None:
             return self.count_drop("not connected")
-        envelope = pb.PeerMessage()
-        message_to_pb(message, envelope.raft)
-        if not conn.try_send(envelope):
+        if message.entries:
+            data = self._encode_append(message)
+        else:
+            envelope = pb.PeerMessage()
+            message_to_pb(message, envelope.raft)
+            data = envelope.SerializeToString()
+        if not conn.try_send_data(data):
             self.count_drop("send buffer full")
+
+    def _encode_append(self, message):
+        """An AppendEntries as PeerMessage bytes, its entries encoded once
+        for every follower that gets the same ones (the usual case: each
+        batch goes to all of them).  Entries with the same first and last
+        (index, term) are the same entries (Raft's Log Matching property),
+        so that is the cache key.  A RaftMessage's header and its entries
+        are encoded apart and concatenated: protobuf parses concatenated
+        encodings of a message as one message."""
+        entries = message.entries
+        first, last = entries[0], entries[-1]
+        key = (first.index, first.term, last.index, last.term)
+        if key != self._entries_key:
+            holder = pb.RaftMessage()
+            add = holder.entries.add
+            for e in entries:
+                add(index=e.index, term=e.term, kind=e.kind, data=e.data)
+            self._entries_key, self._entries_bytes = key, holder.SerializeToString()
+        raft = message_to_pb(message, with_entries=False).SerializeToString() + self._entries_bytes
+        return _RAFT_FIELD + _varint(len(raft)) + raft
 
     def connected_peers(self):
         return set(self.outgoing)

@@ -6,7 +6,7 @@ from geocachedb.raft.types import Entry, Message
 from geocachedb.wire import geocache_pb2 as pb
 
 
-def message_to_pb(msg, out=None):
+def message_to_pb(msg, out=None, with_entries=True):
     out = out if out is not None else pb.RaftMessage()
     out.type = msg.type
     out.to = msg.to
@@ -22,7 +22,7 @@ def message_to_pb(msg, out=None):
         out.context = msg.context
     if msg.snapshot:
         out.snapshot = msg.snapshot
-    if msg.entries:
+    if msg.entries and with_entries:
         add = out.entries.add
         for e in msg.entries:
             add(index=e.index, term=e.term, kind=e.kind, data=e.data)
@@ -45,3 +45,13 @@ def message_from_pb(m):
         context=m.context,
         snapshot=m.snapshot,
     )
+
+
+def varint(n):
+    """``n`` (0 <= n < 2**64) as a protobuf base-128 varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
