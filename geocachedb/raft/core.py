@@ -45,10 +45,6 @@ _EARLY_TYPES = frozenset((t.APP, t.HEARTBEAT, t.READ_INDEX, t.READ_INDEX_RESP))
 
 _KNOWN_TYPES = frozenset(t.MESSAGE_TYPE_NAMES)
 
-# The context of an AppendEntries that only carries the commit index to a
-# follower the leader knows to match: no answer wanted (see `_send_append`).
-_COMMIT_ONLY = b"c"
-
 # `_pending_bcast` levels: send new entries / also send empty appends that
 # only carry a new commit index.
 _BCAST_ENTRIES = 1
@@ -804,13 +800,8 @@ class RaftCore:
         entries = log.entries(pr.next, last + 1, self.config.max_msg_bytes) if pr.next <= last else []
         if not entries and not send_if_empty:
             return False
-        # An empty AppendEntries to a follower known to match up to `prev`
-        # only carries the commit index: mark it so the follower does not
-        # answer (the answer would tell us nothing; under load it was a
-        # third of all acks).  A probe, or a rejection, is still answered.
-        context = _COMMIT_ONLY if not entries and pr.state == REPLICATE and pr.match >= prev else b""
         self._send(Message(t.APP, to, self.id, self.term, log_term=prev_term, index=prev,
-                           entries=entries, commit=log.committed, context=context))
+                           entries=entries, commit=log.committed))
         pr.sent_entries(entries[-1].index if entries else prev)
         return True
 
@@ -938,15 +929,13 @@ class RaftCore:
             return
         if m.index < log.committed:
             # Everything up to our commit index matches any leader's log.
-            if m.context != _COMMIT_ONLY:
-                self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=log.committed))
+            self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=log.committed))
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
             if m.entries:
                 self._sync_config()
-            if m.context != _COMMIT_ONLY:
-                self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=last_new))
+            self._send(Message(t.APP_RESP, m.frm, self.id, self.term, index=last_new))
             return
         # §5.3 log-matching check failed.  Hint the leader at the largest
         # index whose term could still match (fast backtracking, as in
