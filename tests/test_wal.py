@@ -10,6 +10,7 @@ costs.  The crash test with a SIGKILLed child process is in
 import os
 import shutil
 import tempfile
+import time
 
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -301,6 +302,27 @@ class SyncCostTests(WALTestMixin, SynchronousTestCase):
         # The full segment is synced before the new one gets data, then the
         # new one: one fdatasync per file touched.
         self.assertEqual(calls["fdatasync"], 2)
+
+
+    def test_fsyncs_are_timed_for_stats(self):
+        w = self.open()
+        real = wal_log._fdatasync
+
+        def slow(fd):
+            time.sleep(0.003)
+            real(fd)
+
+        self.patch(wal_log, "_fdatasync", slow)
+        before = w.stats()["fsyncs"]
+        for i in range(1, 4):
+            w.append(make_entries(i, i, 1))
+            w.sync()
+        stats = w.stats()
+        self.assertEqual(stats["fsyncs"], before + 3)
+        self.assertEqual(len(stats["fsync_recent_seconds"]), before + 3)
+        self.assertGreaterEqual(sorted(stats["fsync_recent_seconds"])[-3], 0.003)
+        self.assertAlmostEqual(stats["fsync_seconds"], sum(stats["fsync_recent_seconds"]))
+        self.assertEqual(stats["fsync_max_seconds"], max(stats["fsync_recent_seconds"]))
 
 
 class ConflictTruncationTests(WALTestMixin, SynchronousTestCase):

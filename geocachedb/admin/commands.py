@@ -266,12 +266,14 @@ def _scan(ctx, args):
 @command(
     "stats",
     "stats",
-    "request and error counts, latency, batch sizes, fsyncs",
+    "request and error counts, latency, batch sizes, fsyncs and their times, GC pauses",
     """
 Shows the node's counters since it started: requests and errors by kind,
 request latency percentiles (p50, p90, p99, max, in milliseconds), the
-mean and largest number of requests per write batch, and the number of
-fsyncs of the Raft log.
+mean and largest number of requests per write batch, the number of fsyncs
+of the Raft log and their times (total, mean, p99 of the last 1,024,
+longest, in milliseconds), and Python's garbage-collector pauses per
+generation.
 """,
 )
 def _stats(ctx, args):

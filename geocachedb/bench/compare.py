@@ -103,11 +103,13 @@ class GeocacheSystem:
         return {name: n.pid for name, n in self.cluster.nodes.items()}
 
     def fsyncs(self, name):
-        """(Raft log fsyncs, None) of node ``name``, from the admin ``stats``
-        (the node counts fsyncs but does not time them)."""
+        """(Raft log fsyncs, seconds spent in them) of node ``name``, from
+        the admin ``stats`` (None for what it does not report)."""
         out = admin_command(self.cluster[name], "stats")
         m = re.search(r"^\s*fsyncs\s+([\d,]+)", out, re.M)
-        return (int(m.group(1).replace(",", "")) if m else None), None
+        t = re.search(r"^\s*fsync time \(ms\)\s+total ([\d.]+)", out, re.M)
+        return ((int(m.group(1).replace(",", "")) if m else None),
+                (float(t.group(1)) / 1e3 if t else None))
 
     def address(self, name):
         return self.cluster[name].address

@@ -63,6 +63,20 @@ _PROPOSAL_ID_TAG = bytes((19 << 3 | 0x80, 1))
 _U64 = (1 << 64) - 1
 
 
+def _fsync_summary(log_stats):
+    """The Raft log's fsync times for `stats`: total and mean since start,
+    p99 of the last `FSYNC_WINDOW`, longest (one line, milliseconds)."""
+    count = log_stats.get("fsyncs", 0)
+    total = log_stats.get("fsync_seconds")
+    if total is None:
+        return "-"  # a log that does not time its fsyncs (in memory)
+    recent = sorted(log_stats.get("fsync_recent_seconds") or [0.0])
+    p99 = recent[min(len(recent) - 1, int(0.99 * len(recent)))]
+    return "total %.1f  mean %.3f  p99 %.3f  max %.3f" % (
+        1e3 * total, 1e3 * total / count if count else 0.0, 1e3 * p99,
+        1e3 * log_stats.get("fsync_max_seconds", 0.0))
+
+
 # A learner added without --learner is promoted once caught up, or the add
 # reports failure after this many seconds (it stays a learner).
 PROMOTE_TIMEOUT = 120
@@ -738,6 +752,7 @@ class Node(service.Service):
             "latency_ms": self.metrics.latency_ms(),
             "batch_sizes": self.metrics.batch_sizes(),
             "fsyncs": log_stats.get("fsyncs", log_stats.get("syncs", 0)),
+            "fsync time (ms)": _fsync_summary(log_stats),
             "gc pauses": self.gc_pauses.summary(),
         }
 

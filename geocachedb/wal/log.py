@@ -50,6 +50,8 @@ One process at a time: a ``LOCK`` file in the directory is held with
 
 import fcntl
 import os
+import time
+from collections import deque
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -70,6 +72,8 @@ __all__ = [
 log = Logger()
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
+# The most recent fsync times kept for percentiles in `stats`.
+FSYNC_WINDOW = 1024
 LOCK_NAME = "LOCK"
 
 # Buffered records are written out (without fsync) past this size, so that a
@@ -161,6 +165,11 @@ class WriteAheadLog:
         self._pending_bytes = 0
         self.fsyncs = 0
         self.syncs = 0
+        # How long the fsyncs took (seconds): the disk's latency as this log
+        # sees it, for the node's `stats` (etcd: wal_fsync_duration_seconds).
+        self.fsync_seconds = 0.0
+        self.fsync_max_seconds = 0.0
+        self.fsync_recent = deque(maxlen=FSYNC_WINDOW)
         try:
             self._open()
         except BaseException:
@@ -267,6 +276,9 @@ class WriteAheadLog:
             "last_index": self.last_index(),
             "fsyncs": self.fsyncs,
             "syncs": self.syncs,
+            "fsync_seconds": self.fsync_seconds,
+            "fsync_max_seconds": self.fsync_max_seconds,
+            "fsync_recent_seconds": list(self.fsync_recent),
         }
 
     # -- IRaftLog: writes ------------------------------------------------
@@ -469,8 +481,14 @@ class WriteAheadLog:
                 seg.fd = None
 
     def _fdatasync(self, seg):
+        started = time.perf_counter()
         _fdatasync(seg.fd)
+        took = time.perf_counter() - started
         self.fsyncs += 1
+        self.fsync_seconds += took
+        if took > self.fsync_max_seconds:
+            self.fsync_max_seconds = took
+        self.fsync_recent.append(took)
         seg.unsynced = False
 
     def _sync(self):

@@ -3,6 +3,7 @@ flavour, the CLI and raw sockets with bad input."""
 
 import asyncio
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -17,7 +18,7 @@ from geocachedb import errors
 from geocachedb.client import AsyncioClient, BlockingClient, TwistedClient
 from geocachedb.wire import geocache_pb2 as pb
 
-from geocachedb.testing.processes import NodeProcess, free_port
+from geocachedb.testing.processes import NodeProcess, admin_command, free_port
 
 BIN = os.path.dirname(sys.executable)
 
@@ -72,6 +73,23 @@ class SingleNodeTests(TestCase):
             self.assertTrue(c.delete(b"k"))
             self.assertFalse(c.delete(b"k"))
             self.assertIsNone(c.get(b"k"))
+
+    def test_admin_stats_show_fsync_times_and_gc_pauses(self):
+        with BlockingClient([self.node.address], timeout=5.0) as c:
+            for i in range(20):
+                c.put(b"k%d" % i, b"v")
+        out = admin_command(self.node, "stats")
+        fsyncs = int(re.search(r"^\s*fsyncs\s+(\d+)", out, re.M).group(1))
+        self.assertGreaterEqual(fsyncs, 20)
+        timing = re.search(r"^fsync time \(ms\)\s+total ([\d.]+)  mean ([\d.]+)  p99 ([\d.]+)  max ([\d.]+)",
+                           out, re.M)
+        self.assertIsNotNone(timing, out)
+        total, mean, p99, longest = map(float, timing.groups())
+        self.assertGreater(total, 0.0)
+        self.assertLessEqual(mean, longest)
+        self.assertLessEqual(p99, longest)
+        # The start-up's full collection at least.
+        self.assertRegex(out, r"gc pauses\s+gen0 \d+ .*gen2 [1-9]\d* \(")
 
     def test_blocking_client_is_safe_from_many_threads(self):
         failures = []
