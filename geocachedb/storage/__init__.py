@@ -7,6 +7,8 @@ tests/test_storage_conformance.py runs against every name in `BACKENDS`.
 """
 
 import importlib
+from itertools import chain
+from operator import itemgetter
 
 # name -> "module:factory"; the factory is called as factory(path, **options)
 BACKENDS = {
@@ -50,6 +52,33 @@ def _factory(name):
 def open_storage(name, path, **options):
     """Open the backend ``name`` with its files under ``path``."""
     return _factory(name)(path, **options)
+
+
+def checked_batch(puts, deletes):
+    """An `IStorage.apply_batch` argument pair as lists of bytes, every key
+    checked (`check_key`).  The replicated path hands over bytes only, and
+    this runs for every key of every flush: that case is checked with
+    C-level passes; other buffers are copied to bytes one by one."""
+    puts = list(puts)
+    deletes = list(deletes)
+    keys = list(map(_first, puts))
+    values = list(map(_second, puts))
+    if _BYTES.issuperset(map(type, chain(keys, values, deletes))):
+        if (keys or deletes) and min(map(len, chain(keys, deletes))) == 0:
+            raise ValueError("empty key")
+        return list(zip(keys, values)), deletes
+    puts = [(bytes(k), bytes(v)) for k, v in puts]
+    deletes = [bytes(k) for k in deletes]
+    for key, _ in puts:
+        check_key(key)
+    for key in deletes:
+        check_key(key)
+    return puts, deletes
+
+
+_BYTES = frozenset((bytes,))
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 def check_key(key):

@@ -18,22 +18,16 @@ index, written in the same transaction as the batch it describes.
 import os
 import struct
 import threading
-from itertools import chain
-from operator import itemgetter
 
 import lmdb
 from zope.interface import implementer
 
 from geocachedb.interfaces import IStorage
-from geocachedb.storage import check_key, snapshot
+from geocachedb.storage import check_key, checked_batch, snapshot
 from geocachedb.storage.scan import bounds
 
 _APPLIED = b"applied_index"
 _U64 = struct.Struct(">Q")
-_BYTES = frozenset((bytes,))
-_first = itemgetter(0)
-_second = itemgetter(1)
-
 # Address space, not disk: the file grows only as data is written.
 DEFAULT_MAP_SIZE = 1024 * 1024 * 1024
 
@@ -103,23 +97,7 @@ class LMDBStorage:
         return out
 
     def apply_batch(self, puts, deletes, applied_index=None):
-        puts = list(puts)
-        deletes = list(deletes)
-        keys = list(map(_first, puts))
-        values = list(map(_second, puts))
-        # The replicated path hands over bytes only: check those with
-        # C-level passes (this runs for every key of every flush).
-        if _BYTES.issuperset(map(type, chain(keys, values, deletes))):
-            if (keys or deletes) and min(map(len, chain(keys, deletes))) == 0:
-                raise ValueError("empty key")
-            puts = list(zip(keys, values))
-        else:
-            puts = [(bytes(k), bytes(v)) for k, v in puts]
-            deletes = [bytes(k) for k in deletes]
-            for key, _ in puts:
-                check_key(key)
-            for key in deletes:
-                check_key(key)
+        puts, deletes = checked_batch(puts, deletes)
 
         def work(txn):
             if puts:

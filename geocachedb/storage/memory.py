@@ -11,7 +11,7 @@ import bisect
 from zope.interface import implementer
 
 from geocachedb.interfaces import IStorage
-from geocachedb.storage import check_key, snapshot
+from geocachedb.storage import check_key, checked_batch, snapshot
 from geocachedb.storage.scan import bounds
 
 
@@ -73,12 +73,7 @@ class MemoryStorage:
 
     def apply_batch(self, puts, deletes, applied_index=None):
         self._check_open()
-        puts = [(bytes(k), bytes(v)) for k, v in puts]
-        deletes = [bytes(k) for k in deletes]
-        for key, _ in puts:
-            check_key(key)
-        for key in deletes:
-            check_key(key)
+        puts, deletes = checked_batch(puts, deletes)
         for key, value in puts:
             self._put(key, value)
         for key in deletes:
