@@ -65,6 +65,27 @@ class ManySeeds(SynchronousTestCase):
         self.assertEqual(sorted(k for k in KINDS if faults.get(k)), sorted(KINDS))
 
 
+class WriteBehindSeeds(SynchronousTestCase):
+    """State machines that keep applied writes in memory (as real nodes do,
+    `KVStateMachine(write_behind=...)`) and lose them in crashes: the log
+    must be replayed from storage's applied index and never compacted past
+    what storage holds."""
+
+    def test_crashes_that_lose_unflushed_applies_keep_every_invariant(self):
+        failures = []
+        lost = 0
+        config = sim.SimConfig(run_time=RUN_TIME, cluster=sim.ClusterConfig(write_behind=3))
+        for seed in range(5000, 5060):
+            nodes = 3 if seed % 2 else 5
+            result = sim.run_seed(seed, nodes, config)
+            lost += result.storage_events["crashes losing unflushed applies"]
+            if not result.ok:
+                failures.append("seed %d: %s\n  replay: %s" % (
+                    seed, result.violations[0], sim.replay_command(seed, nodes, RUN_TIME, write_behind=3)))
+        self.assertEqual(failures, [], "\n".join(failures))
+        self.assertGreater(lost, 20)
+
+
 class Replay(SynchronousTestCase):
     def test_a_seed_replays_exactly(self):
         a = sim.run_seed(7, 5, sim.SimConfig(run_time=1500))

@@ -28,14 +28,15 @@ class RecordingStateMachine(KVStateMachine):
     """The production state machine, reporting each batch to the invariant
     checker before applying it."""
 
-    def __init__(self, storage, node_id, checker):
-        super().__init__(storage)
+    def __init__(self, storage, node_id, checker, write_behind=0):
+        super().__init__(storage, write_behind=write_behind)
         self._node_id = node_id
         self._checker = checker
 
     def apply(self, entries):
         if entries:
-            self._checker.applying(self._node_id, entries, self.storage.applied_index() + 1)
+            # Applied so far: in storage, or (write-behind) still in memory.
+            self._checker.applying(self._node_id, entries, self.applied_index + 1)
         return super().apply(entries)
 
     def restore(self, chunks):
@@ -65,6 +66,8 @@ class SimNode:
         # whether the operator runs it at all (a spare not yet added, or a
         # node decommissioned after its removal, is out of service).
         self.boot_voters = []
+        # Crashes that lost applied writes still in memory (write-behind).
+        self.unflushed_lost = 0
         self.in_service = True
         self.decommissioned_at = 0
 
@@ -73,9 +76,14 @@ class SimNode:
         cluster = self.cluster
         self.disk = SimDisk(self.node_id, observer=cluster.checker)
         self.storage = MemoryStorage()
-        self.state_machine = RecordingStateMachine(self.storage, self.node_id, cluster.checker)
+        self.state_machine = self._new_state_machine()
         self.snapshot_store = MemorySnapshotStore()
         cluster.checker.wiped(self.node_id)
+
+    def _new_state_machine(self):
+        cluster = self.cluster
+        return RecordingStateMachine(self.storage, self.node_id, cluster.checker,
+                                     write_behind=cluster.config.write_behind)
 
     # -- life cycle
 
@@ -164,6 +172,11 @@ class SimNode:
         self._tick_handle = self._process_handle = None
         self.disk.crash(cluster.scheduler.rng, cluster.config.torn_write_probability)
         self.snapshot_store.crash()
+        if cluster.config.write_behind:
+            # The applied writes not yet flushed were only in memory.
+            if self.state_machine.applied_index > self.storage.applied_index():
+                self.unflushed_lost += 1
+            self.state_machine = self._new_state_machine()
         cluster.checker.forget(self.node_id)
         cluster.node_crashed(self.node_id)
 
@@ -256,6 +269,11 @@ class ClusterConfig:
     # Up to this many nodes exist: the initial voters plus spares that the
     # membership operator may add (and removed nodes it may add back).
     max_nodes = 5
+    # The state machine's write-behind (`KVStateMachine`): 0 writes every
+    # applied batch to storage at once; N keeps up to N keys in memory, lost
+    # in a crash, so the log must be replayed from storage's applied index
+    # and never compacted past what storage holds (as on a real node).
+    write_behind = 0
     # Raft options forced after the random draw (e.g. {"pre_vote": False}
     # to search a corner the draw reaches only now and then).
     raft_overrides = None

@@ -172,6 +172,8 @@ class Simulation:
             "compactions": sum(n.disk.compactions for n in nodes),
             "snapshots installed": sum(n.snapshot_store.finished for n in nodes),
         }
+        if self.config.cluster.write_behind:
+            result.storage_events["crashes losing unflushed applies"] = sum(n.unflushed_lost for n in nodes)
         result.events = self.scheduler.events_run
         result.fingerprint = self._fingerprint()
         return result
@@ -246,7 +248,7 @@ class Simulation:
             return False
         # A node outside the configuration (removed, left running) is not
         # waited for; it must simply not have disturbed the members.
-        return all(n.storage.applied_index() == commit for n in members)
+        return all(n.state_machine.applied_index == commit for n in members)
 
     def _status(self):
         parts = []
@@ -258,7 +260,7 @@ class Simulation:
             r = node.replica
             parts.append("%s %s t%d c%d a%d l%d%s" % (
                 node_id, r.role, r.term, r.commit_index,
-                node.storage.applied_index(), node.disk.log.last_index(),
+                node.state_machine.applied_index, node.disk.log.last_index(),
                 "" if r.is_member else " (not a member)"))
         return ", ".join(parts)
 
@@ -300,7 +302,10 @@ class Simulation:
                     self._fail("acknowledged-write-lost",
                                "op %d acknowledged at index %d is not in %s's log"
                                % (op_id, index, node.node_id))
-        # Every state machine holds the same data.
+        # Every state machine holds the same data (written out first: with
+        # write-behind some of it is still in memory).
+        for node in nodes:
+            node.state_machine.flush()
         first = nodes[0]
         expected = dict(first.storage.scan())
         for node in nodes[1:]:
@@ -357,12 +362,14 @@ def _sizes(text):
     return sizes
 
 
-def replay_command(seed, nodes, run_time=None, swarm=True):
+def replay_command(seed, nodes, run_time=None, swarm=True, write_behind=0):
     cmd = "python -m geocachedb.testing.sim --seed %d --nodes %d" % (seed, nodes)
     if run_time is not None and run_time != SimConfig.run_time:
         cmd += " --time %d" % run_time
     if not swarm:
         cmd += " --no-swarm"
+    if write_behind:
+        cmd += " --write-behind %d" % write_behind
     return cmd + " -v"
 
 
@@ -381,6 +388,10 @@ def main(argv=None):
     parser.add_argument("--no-swarm", dest="swarm", action="store_false",
                         help="every fault kind at its default weight in every seed "
                              "(default: each seed draws its own mix)")
+    parser.add_argument("--write-behind", type=int, default=0, metavar="KEYS",
+                        help="state machines keep up to KEYS applied keys in memory before writing "
+                             "them to storage, lost in a crash, as real nodes do (default 0: write "
+                             "every batch at once)")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per seed, details of failures")
     parser.add_argument("--trace", action="store_true", help="print the timeline of the run (with --seed)")
     args = parser.parse_args(argv)
@@ -395,7 +406,8 @@ def main(argv=None):
     failures = []
     for seed in seeds:
         size = args.nodes[seed % len(args.nodes)]
-        config = SimConfig(run_time=args.time, swarm=args.swarm)
+        config = SimConfig(run_time=args.time, swarm=args.swarm,
+                           cluster=ClusterConfig(write_behind=args.write_behind))
         trace = print if args.trace else None
         result = run_seed(seed, size, config, trace)
         by_size[size] = by_size.get(size, 0) + 1
@@ -421,7 +433,7 @@ def main(argv=None):
                 if not args.verbose and len(text) > 2000:
                     text = text[:2000] + " ..."
                 print("  " + text.replace("\n", "\n  "))
-            print("  replay: " + replay_command(seed, size, args.time, args.swarm))
+            print("  replay: " + replay_command(seed, size, args.time, args.swarm, args.write_behind))
             sys.stdout.flush()
     wall = time.perf_counter() - started
 
@@ -444,7 +456,7 @@ def main(argv=None):
     print("wall time: %.1fs" % wall)
     if failures:
         first = failures[0]
-        print("replay the first failure: " + replay_command(first.seed, first.nodes, args.time, args.swarm))
+        print("replay the first failure: " + replay_command(first.seed, first.nodes, args.time, args.swarm, args.write_behind))
         return 1
     return 0
 
