@@ -37,7 +37,18 @@ REJECTED_VOTE_RESETS_TIMER = (
     "the 10,000-seed run on 9f9a7a7, fixed by 31ba73c"
 )
 
+STALE_TERM_IGNORED_WITHOUT_LEASE = (
+    "liveness: with pre-vote and check-quorum both off, a node answered a "
+    "leader of an older term with nothing (as etcd-io/raft does).  A node that "
+    "had missed the membership changes campaigned at ever higher terms, but "
+    "only at the old members (down); the new leader's AppendEntries to it were "
+    "ignored, so neither side ever learned of the other.  Found by the "
+    "2,000-seed --write-behind run on 690c949 (it fails without write-behind "
+    "too); fixed by answering a stale leader always (RaftCore._answer_stale_leader)"
+)
+
 PINNED = [
+    (21426, 3, STALE_TERM_IGNORED_WITHOUT_LEASE),
     (4503, 5, REJECTED_VOTE_RESETS_TIMER),
     (1961, 5, STALE_READ_AFTER_RESTART),
     (1983, 5, STALE_READ_AFTER_RESTART),
@@ -114,3 +125,18 @@ class RejectedVoteRestartsTimer(SynchronousTestCase):
                 self.assertEqual({v.kind for v in result.violations}, {"liveness"})
                 return
         self.fail("the simulator no longer finds elections starved by stale candidates")
+
+
+class StaleTermIgnoredWithoutLease(SynchronousTestCase):
+    def test_simulator_still_finds_a_stale_leader_never_told(self):
+        # Put the bug back: answer a stale leader only with pre-vote or
+        # check-quorum on.
+        original = core.RaftCore._answer_stale_leader
+
+        def answer(self, m):
+            if self.config.check_quorum or self.config.pre_vote:
+                original(self, m)
+
+        self.patch(core.RaftCore, "_answer_stale_leader", answer)
+        result = sim.run_seed(21426, 3, sim.SimConfig())
+        self.assertEqual({v.kind for v in result.violations}, {"liveness"})

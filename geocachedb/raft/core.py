@@ -377,12 +377,8 @@ class RaftCore:
             else:
                 self._become_follower(m.term, None)
         elif m.term < self.term:
-            if (m.type in (t.APP, t.HEARTBEAT, t.SNAPSHOT)
-                    and (self.config.check_quorum or self.config.pre_vote)):
-                # A stale leader (partitioned away while we moved on) never
-                # learns the new term from vote requests when pre-vote or the
-                # lease stops them; tell it, so it steps down.
-                self._send(Message(t.APP_RESP, m.frm, self.id, self.term))
+            if m.type in (t.APP, t.HEARTBEAT, t.SNAPSHOT):
+                self._answer_stale_leader(m)
             elif m.type == t.PRE_VOTE:
                 self._send(Message(t.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
             elif m.type == t.READ_INDEX:
@@ -398,6 +394,16 @@ class RaftCore:
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _answer_stale_leader(self, m):
+        """Figure 2: answer a leader of an older term with ours, so it steps
+        down.  Always, not only with pre-vote or check-quorum (as
+        etcd-io/raft does): with neither, the new term reaches that leader
+        only through our vote requests, and a node that missed membership
+        changes sends those to the old members only.  It campaigned at ever
+        higher terms while the leader it ignored never heard of them
+        (simulator seed 21426, 3 nodes)."""
+        self._send(Message(t.APP_RESP, m.frm, self.id, self.term))
 
     # -------------------------------------------------------------- ready --
 
