@@ -15,8 +15,8 @@ import signal
 import subprocess
 import time
 
-from geocachedb.bench import etcd_wire, procstat
-from geocachedb.testing.processes import free_port
+from geocachedb.bench import etcd_wire
+from geocachedb.testing.processes import LoggedProcess, free_port
 
 HOW_TO_GET_ETCD = """\
 compare-etcd needs an etcd 3.4 server binary named 'etcd' on PATH, and found none.
@@ -47,7 +47,7 @@ def _clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
 
 
-class EtcdMember:
+class EtcdMember(LoggedProcess):
     def __init__(self, name, client_port, peer_port, data_dir, log_path, binary):
         self.name = name
         self.client_port = client_port
@@ -77,28 +77,7 @@ class EtcdMember:
         ]
 
     def start(self, initial_cluster):
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                self.command(initial_cluster), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=_clean_env(),
-            )
-        finally:
-            log.close()
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def cpu_seconds(self):
-        return procstat.cpu_seconds(self.proc.pid)
-
-    def rss_bytes(self):
-        return procstat.rss_bytes(self.proc.pid)
+        return self._spawn(self.command(initial_cluster), env=_clean_env())
 
     def status(self, timeout=1.0):
         """The member's Maintenance Status (see `etcd_wire.parse_status`)."""
@@ -108,22 +87,8 @@ class EtcdMember:
             raw = channel.unary_unary(etcd_wire.STATUS)(b"", timeout=timeout)
         return etcd_wire.parse_status(raw)
 
-    def stop(self, timeout=10.0):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
     def read_log(self, tail=4000):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-tail:]
-        except OSError:
-            return ""
+        return super().read_log(tail)
 
 
 class EtcdCluster:

@@ -1,5 +1,6 @@
-"""Where a geocachedb leader's CPU goes under a write load: py-spy on the
-leader of a real cluster while ``geocache-bench`` loads it.
+"""Where a geocachedb node's CPU goes under a write load: py-spy on the
+leader (or, with ``--target follower``, a follower) of a real cluster
+while ``geocache-bench`` loads it.
 
     python -m geocachedb.bench.profile                       # 3 nodes, puts at 64 in flight, 10 s
     python -m geocachedb.bench.profile --concurrency 256 --raw leader.txt
@@ -137,7 +138,7 @@ def main(argv=None):
         print("needs py-spy: pip install py-spy (or 'geocachedb[bench]')", file=sys.stderr)
         return 2
     base = tempfile.mkdtemp(prefix="geocache-profile-")
-    raw_path = args.raw or os.path.join(base, "leader.raw.txt")
+    raw_path = args.raw or os.path.join(base, "%s.raw.txt" % args.target)
     gil_path = raw_path + ".gil"
     cluster = Cluster(os.path.join(base, "cluster"), args.nodes)
     bench = None
@@ -157,7 +158,7 @@ def main(argv=None):
         assert bench.stderr.readline() == WINDOW_START, "the load did not start"
         cpu_before = {n: procstat.cpu_seconds(cluster[n].pid) for n in order}
         time.sleep(2.0)
-        leader_times0 = procstat.cpu_times(node.pid)
+        sampled_times0 = procstat.cpu_times(node.pid)
         # Two samplers at once: every sample of an active thread (wall time,
         # blocking syscalls such as fdatasync included) and only the samples
         # that hold the GIL (Python code running: close to CPU time).
@@ -171,8 +172,8 @@ def main(argv=None):
             if spy.returncode != 0:
                 print("py-spy failed: %s" % spy_out.decode("utf-8", "replace").strip(), file=sys.stderr)
                 return 2
-        leader_user, leader_sys = (b - a for a, b in zip(leader_times0, procstat.cpu_times(node.pid)))
-        leader_cpu = leader_user + leader_sys
+        sampled_user, sampled_sys = (b - a for a, b in zip(sampled_times0, procstat.cpu_times(node.pid)))
+        sampled_cpu = sampled_user + sampled_sys
         rest = bench.stderr.read()
         cpu_after = {n: procstat.cpu_seconds(cluster[n].pid) for n in order}
         result = json.loads(bench.stdout.read())
@@ -209,7 +210,7 @@ def main(argv=None):
             fsyncs_after - fsyncs_before, writes, writes / (fsyncs_after - fsyncs_before)))
     wall = int(args.duration)
     print("%s CPU while sampled: %.2f s in %d s (%.0f%% of one core): user %.2f s, system %.2f s"
-          % (args.target, leader_cpu, wall, 100.0 * leader_cpu / wall, leader_user, leader_sys))
+          % (args.target, sampled_cpu, wall, 100.0 * sampled_cpu / wall, sampled_user, sampled_sys))
     for title, (total, own, inclusive, stages) in (
         ("GIL held (Python running: on-CPU time)", gil_profile),
         ("the main (reactor) thread, idle samples included (wall time)" if args.idle else

@@ -34,6 +34,13 @@ def check_key(key):
         )
 
 
+def check_value(value, max_value):
+    if len(value) > max_value:
+        raise errors.TooLarge(
+            "value of %d bytes is larger than the limit of %d bytes" % (len(value), max_value)
+        )
+
+
 def check_command(data, max_value=MAX_VALUE_SIZE):
     """Raise unless ``data`` is an encoded Command that a client's put or
     delete could have produced (the leader's check of the writes a
@@ -42,8 +49,7 @@ def check_command(data, max_value=MAX_VALUE_SIZE):
     op = cmd.WhichOneof("op")
     if op == "put":
         check_key(cmd.put.key)
-        if len(cmd.put.value) > max_value:
-            raise errors.TooLarge("value too large")
+        check_value(cmd.put.value, max_value)
     elif op == "delete":
         check_key(cmd.delete.key)
     else:
@@ -148,11 +154,7 @@ class KVService:
     def _put(self, request, respond):
         put = request.put
         check_key(put.key)
-        if len(put.value) > self.max_value:
-            raise errors.TooLarge(
-                "value of %d bytes is larger than the limit of %d bytes"
-                % (len(put.value), self.max_value)
-            )
+        check_value(put.value, self.max_value)
         rid = request.id
         data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor)
         self._write(

@@ -43,7 +43,7 @@ class NodeMetrics:
             return {"p50": None, "p90": None, "p99": None, "max": None}
 
         def pct(p):
-            return round(data[min(len(data) - 1, int(p * len(data)))] * 1000.0, 3)
+            return round(percentile(data, p) * 1000.0, 3)
 
         return {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": round(data[-1] * 1000.0, 3)}
 
@@ -93,3 +93,21 @@ class GCPauses:
             % (g, self.count[g], 1000.0 * self.total[g], 1000.0 * self.longest[g])
             for g in range(3)
         )
+
+
+def fsync_summary(log_stats):
+    """The Raft log's fsync times for `stats`: total and mean since start,
+    p99 of the last `FSYNC_WINDOW`, longest (one line, milliseconds)."""
+    count = log_stats.get("fsyncs", 0)
+    total = log_stats.get("fsync_seconds")
+    if total is None:
+        return "-"  # a log that does not time its fsyncs (in memory)
+    p99 = percentile(sorted(log_stats.get("fsync_recent_seconds") or [0.0]), 0.99)
+    return "total %.1f  mean %.3f  p99 %.3f  max %.3f" % (
+        1e3 * total, 1e3 * total / count if count else 0.0, 1e3 * p99,
+        1e3 * log_stats.get("fsync_max_seconds", 0.0))
+
+
+def percentile(data, p):
+    """The ``p`` quantile (0..1) of ``data``, a non-empty sorted list."""
+    return data[min(len(data) - 1, int(p * len(data)))]

@@ -28,7 +28,7 @@ from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
 from geocachedb.node.backups import Backups
 from geocachedb.node.kvservice import check_command
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
-from geocachedb.node.metrics import GCPauses, NodeMetrics
+from geocachedb.node.metrics import GCPauses, NodeMetrics, fsync_summary
 from geocachedb.raft.types import LEADER, RaftConfig
 from geocachedb.snapshots import FileSnapshotStore
 from geocachedb.statemachine import KVStateMachine
@@ -61,20 +61,6 @@ def _ignore(result, error):
 # Command.proposal_id (field 19, varint) as it is encoded on the wire.
 _PROPOSAL_ID_TAG = bytes((19 << 3 | 0x80, 1))
 _U64 = (1 << 64) - 1
-
-
-def _fsync_summary(log_stats):
-    """The Raft log's fsync times for `stats`: total and mean since start,
-    p99 of the last `FSYNC_WINDOW`, longest (one line, milliseconds)."""
-    count = log_stats.get("fsyncs", 0)
-    total = log_stats.get("fsync_seconds")
-    if total is None:
-        return "-"  # a log that does not time its fsyncs (in memory)
-    recent = sorted(log_stats.get("fsync_recent_seconds") or [0.0])
-    p99 = recent[min(len(recent) - 1, int(0.99 * len(recent)))]
-    return "total %.1f  mean %.3f  p99 %.3f  max %.3f" % (
-        1e3 * total, 1e3 * total / count if count else 0.0, 1e3 * p99,
-        1e3 * log_stats.get("fsync_max_seconds", 0.0))
 
 
 # A learner added without --learner is promoted once caught up, or the add
@@ -199,8 +185,9 @@ class Node(service.Service):
         self._scheduled = False
         self._waiting = deque()  # (deadline, retry) while no leader is known
         # Client writes this follower sent to the leader (`propose_via`):
-        # encoded Command -> [(deadline, callback)], answered when the entry
-        # is applied here.
+        # encoded Command (unique: it carries a proposal_id) -> (deadline,
+        # callback), answered when the entry is applied here.  Insertion
+        # order is deadline order (one timeout for all).
         self._sent_writes = {}
         self._next_sweep = 0.0
         # Unique per forwarded write: a random start, then counting.
@@ -209,6 +196,7 @@ class Node(service.Service):
         self._ticker = None
         self._flusher = None
         self._flush_pool = None
+        self._send_proposals = None
         self.kv = None  # the KVService, set when it is created
         self._promotions = {}  # learner id -> deadline for its promotion
         self.backups = Backups(self._reactor.seconds)
@@ -236,6 +224,8 @@ class Node(service.Service):
             self._restore(cfg.restore)
         if self._transport_factory is not None:
             self.transport = self._transport_factory(self)
+        # Once per reactor turn: looked up once (a single node has none).
+        self._send_proposals = getattr(self.transport, "send_proposals", None)
         raft_config = RaftConfig(
             election_ticks=cfg.election_ticks,
             heartbeat_ticks=cfg.heartbeat_ticks,
@@ -297,9 +287,8 @@ class Node(service.Service):
             retry(expired=True)
         self._waiting.clear()
         sent, self._sent_writes = self._sent_writes, {}
-        for waiters in sent.values():
-            for _, callback in waiters:
-                callback(None, errors.Unavailable("node is shutting down; the write's outcome is unknown"))
+        for _, callback in sent.values():
+            callback(None, errors.Unavailable("node is shutting down; the write's outcome is unknown"))
         stop = getattr(self.transport, "stop", None)
         if stop is not None:
             stop()
@@ -336,9 +325,8 @@ class Node(service.Service):
         if self.replica is None:
             return
         self.replica.process()
-        send_proposals = getattr(self.transport, "send_proposals", None)
-        if send_proposals is not None:
-            send_proposals()
+        if self._send_proposals is not None:
+            self._send_proposals()
         if self._waiting and self.replica.leader_id is not None:
             self._retry_waiting()
         addresses = self.replica.addresses()
@@ -423,7 +411,7 @@ class Node(service.Service):
         self._proposal_ids += 1
         data += _PROPOSAL_ID_TAG + _varint(self._proposal_ids & _U64)
         deadline = self._reactor.seconds() + SENT_WRITE_TIMEOUT
-        self._sent_writes.setdefault(data, []).append((deadline, callback))
+        self._sent_writes[data] = (deadline, callback)
         transport.queue_proposal(leader_id, data)
         self.schedule()
         return True
@@ -450,27 +438,20 @@ class Node(service.Service):
         they were never proposed, so their clients hear so at once."""
         sent = self._sent_writes
         for data in commands:
-            waiters = sent.get(data)
-            if not waiters:
-                continue
-            _, callback = waiters.pop(0)
-            if not waiters:
-                del sent[data]
-            callback(None, errors.Unavailable(why))
+            waiting = sent.pop(data, None)
+            if waiting is not None:
+                waiting[1](None, errors.Unavailable(why))
 
     def _answer_sent_writes(self, entries, results):
         sent = self._sent_writes
         if not sent:
             return
         for entry, result in zip(entries, results):
-            waiters = sent.get(entry.data)
-            if waiters is None:
+            waiting = sent.pop(entry.data, None)
+            if waiting is None:
                 continue
-            _, callback = waiters.pop(0)
-            if not waiters:
-                del sent[entry.data]
             try:
-                callback(result, None)
+                waiting[1](result, None)
             except Exception:
                 self.log.failure("answering a forwarded write failed")
 
@@ -478,12 +459,12 @@ class Node(service.Service):
         now = self._reactor.seconds()
         self._next_sweep = now + 1.0
         expired = []
-        for data, waiters in list(self._sent_writes.items()):
-            while waiters and waiters[0][0] <= now:
-                expired.append(waiters.pop(0)[1])
-            if not waiters:
-                del self._sent_writes[data]
-        for callback in expired:
+        for data, (deadline, _) in self._sent_writes.items():
+            if deadline > now:
+                break
+            expired.append(data)
+        for data in expired:
+            _, callback = self._sent_writes.pop(data)
             callback(None, errors.Unavailable(
                 "the leader did not commit the write within %d s; its outcome is unknown" % SENT_WRITE_TIMEOUT))
 
@@ -752,7 +733,7 @@ class Node(service.Service):
             "latency_ms": self.metrics.latency_ms(),
             "batch_sizes": self.metrics.batch_sizes(),
             "fsyncs": log_stats.get("fsyncs", log_stats.get("syncs", 0)),
-            "fsync time (ms)": _fsync_summary(log_stats),
+            "fsync time (ms)": fsync_summary(log_stats),
             "gc pauses": self.gc_pauses.summary(),
         }
 

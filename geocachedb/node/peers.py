@@ -281,11 +281,11 @@ class PeerNetwork:
     # --------------------------------------------------- IPeerTransport
 
     def send(self, message):
-        if message.to in self.isolated:
-            return
-        conn = self.outgoing.get(message.to) or self.incoming.get(message.to)
+        conn = self._link(message.to)
         if conn is None:
-            return self.count_drop("not connected")
+            if message.to not in self.isolated:  # isolation drops silently
+                self.count_drop("not connected")
+            return
         if message.entries:
             data = self._encode_append(message)
         else:
@@ -347,8 +347,15 @@ class PeerNetwork:
 
     # -------------------------------------------------------- forwarding
 
+    def _link(self, peer_id):
+        """The connection to send to ``peer_id`` on (ours, else the one it
+        dialed), or None: not connected, or isolated (fault injection)."""
+        if peer_id in self.isolated:
+            return None
+        return self.outgoing.get(peer_id) or self.incoming.get(peer_id)
+
     def can_reach(self, peer_id):
-        return peer_id not in self.isolated and (peer_id in self.outgoing or peer_id in self.incoming)
+        return self._link(peer_id) is not None
 
     def queue_proposal(self, leader_id, command):
         """Send ``command`` (an encoded Command) to the leader with the
@@ -363,8 +370,8 @@ class PeerNetwork:
             return
         queued, self._proposals = self._proposals, {}
         for leader_id, commands in queued.items():
-            conn = self.outgoing.get(leader_id) or self.incoming.get(leader_id)
-            if conn is None or leader_id in self.isolated:
+            conn = self._link(leader_id)
+            if conn is None:
                 self.count_drop("proposals: leader not connected")
                 self.node.unsent_writes(commands, "the connection to the leader %s was lost; try again" % leader_id)
                 continue
@@ -388,8 +395,8 @@ class PeerNetwork:
     def forward(self, leader_id, request, respond):
         """Send ``request`` to the leader; ``respond(response)`` with its
         answer, or with an UNAVAILABLE error."""
-        conn = self.outgoing.get(leader_id) or self.incoming.get(leader_id)
-        if conn is None or leader_id in self.isolated:
+        conn = self._link(leader_id)
+        if conn is None:
             respond(error_response(request.id, errors.Unavailable("leader %s is not reachable from this node" % leader_id)))
             return
         fid = next(self._forward_ids)

@@ -35,7 +35,70 @@ def free_port():
         s.close()
 
 
-class NodeProcess:
+class LoggedProcess:
+    """A child process whose output goes to ``log_path``, stopped by its
+    PID.  Subclasses set ``log_path`` and start with `_spawn`."""
+
+    log_path = None
+    proc = None
+
+    def _spawn(self, cmd, env=None):
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def kill(self):
+        """SIGKILL: no chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM (after SIGCONT, in case it was stopped), then SIGKILL
+        if it has not exited within ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGCONT)
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def cpu_seconds(self):
+        """User + system CPU time the process has used so far."""
+        return procstat.cpu_seconds(self.proc.pid)
+
+    def rss_bytes(self):
+        return procstat.rss_bytes(self.proc.pid)
+
+    def read_log(self, tail=None):
+        """The log (its last ``tail`` characters when given)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return text if tail is None else text[-tail:]
+
+
+class NodeProcess(LoggedProcess):
     def __init__(self, node_id, port, data_dir, log_path, peers=None, extra=(), admin_port=None):
         self.node_id = node_id
         self.port = port
@@ -62,21 +125,7 @@ class NodeProcess:
         return cmd + self.extra
 
     def start(self):
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        finally:
-            log.close()
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+        return self._spawn(self.command())
 
     def wait_listening(self, timeout=20.0):
         deadline = time.monotonic() + timeout
@@ -90,39 +139,6 @@ class NodeProcess:
                 time.sleep(0.05)
         raise RuntimeError("node %s did not listen within %ss:\n%s" % (self.node_id, timeout, self.read_log()))
 
-    def signal(self, sig):
-        if self.alive():
-            os.kill(self.proc.pid, sig)
-
-    def kill(self):
-        """SIGKILL: no chance to flush anything."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout=10.0):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGCONT)
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def cpu_seconds(self):
-        """User + system CPU time the process has used so far."""
-        return procstat.cpu_seconds(self.proc.pid)
-
-    def rss_bytes(self):
-        return procstat.rss_bytes(self.proc.pid)
-
-    def read_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
     def client(self, timeout=5.0):
         return BlockingClient([self.address], timeout=timeout)
