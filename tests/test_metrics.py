@@ -4,7 +4,7 @@ import gc
 
 from twisted.trial import unittest
 
-from geocachedb.node.metrics import GCPauses, NodeMetrics
+from geocachedb.node.metrics import GCPauses, NodeMetrics, fsync_summary
 
 
 class GCPausesTests(unittest.TestCase):
@@ -70,10 +70,8 @@ class InterpreterTuningTests(unittest.TestCase):
 
 class FsyncSummaryTests(unittest.TestCase):
     def test_total_mean_p99_and_longest_in_milliseconds(self):
-        from geocachedb.node.node import _fsync_summary
-
         recent = [0.001] * 99 + [0.010]
-        line = _fsync_summary({"fsyncs": 100, "fsync_seconds": sum(recent),
+        line = fsync_summary({"fsyncs": 100, "fsync_seconds": sum(recent),
                                "fsync_max_seconds": 0.010, "fsync_recent_seconds": recent})
         self.assertEqual(line, "total 109.0  mean 1.090  p99 10.000  max 10.000")
-        self.assertEqual(_fsync_summary({"fsyncs": 0}), "-")
+        self.assertEqual(fsync_summary({"fsyncs": 0}), "-")
