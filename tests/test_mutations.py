@@ -30,9 +30,10 @@ def only(**weights):
 
 
 class MutationTest(SynchronousTestCase):
-    def find_violation(self, make_config, nodes, run_time):
-        """Run seeds until one fails; return its result (None if none of
-        MAX_SEEDS did)."""
+    def find_violation(self, make_config, nodes, run_time, kinds=None):
+        """Run seeds until one fails (with ``kinds``: with a violation of
+        one of those kinds); return its result (None if none of MAX_SEEDS
+        did)."""
         for seed in range(MAX_SEEDS):
             config = make_config()
             config.run_time = run_time
@@ -40,9 +41,10 @@ class MutationTest(SynchronousTestCase):
             size = nodes[seed % len(nodes)]
             result = sim.run_seed(seed, size, config)
             if not result.ok:
-                kinds = sorted({v.kind for v in result.violations})
-                print("caught at seed %d (%d nodes): %s" % (seed, size, ", ".join(kinds)))
-                return result
+                found = sorted({v.kind for v in result.violations})
+                print("caught at seed %d (%d nodes): %s" % (seed, size, ", ".join(found)))
+                if kinds is None or set(found) & set(kinds):
+                    return result
         return None
 
     def assertCaught(self, result, *kinds):
@@ -215,9 +217,7 @@ class ConfChangeBeforeThePreviousCommits(MutationTest):
                     self._conf_index = saved
 
         self.patch(core.RaftCore, "_propose_conf", _propose_conf)
-        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=4000)
-        self.assertCaught(
-            result,
+        kinds = (
             "election-safety",
             "leader-completeness",
             "committed-entry-lost",
@@ -226,3 +226,8 @@ class ConfChangeBeforeThePreviousCommits(MutationTest):
             "acknowledged-write-lost",
             "linearizability",
         )
+        # Disjoint majorities can also just stall the cluster (a liveness
+        # failure, seed 54 since tail batching); the search goes on to the
+        # safety violation this mutation is about.
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=4000, kinds=kinds)
+        self.assertCaught(result, *kinds)

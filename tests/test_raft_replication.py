@@ -189,18 +189,18 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(sorted(m.to for m in apps), ["b", "c"])
         self.assertEqual(len(apps[0].entries), 20)
 
-    def test_pipelining_sends_up_to_max_inflight_appends_without_waiting(self):
-        net = self._elected(max_inflight=3)
+    def test_full_messages_stream_up_to_max_inflight_without_waiting(self):
+        # One entry fills a message: a follower catching up gets a stream.
+        net = self._elected(max_inflight=3, max_msg_bytes=1)
         a = net.cores["a"]
         pr = a.tracker.progress["b"]
         self.assertEqual(pr.state, REPLICATE)
         held = net.hold(lambda m: m.to == "b" and m.type == t.APP)
         for i in range(5):
             a.propose(b"x")
-            net.flush("a")
-        # optimistic next-index advance, bounded window (empty appends that
-        # only carry the commit index do not count against the window)
-        self.assertEqual(len([m for m in held if m.entries]), 3)
+        net.flush("a")
+        # optimistic next-index advance, bounded window
+        self.assertEqual([len(m.entries) for m in held], [1, 1, 1])
         self.assertTrue(pr.inflights.full())
         self.assertEqual(pr.next, held[-1].entries[-1].index + 1)
         # acks free the window and the rest is sent
@@ -208,6 +208,34 @@ class FlowControlTests(SynchronousTestCase):
         net.send(*held)
         self.assertEqual(net.cores["b"].log.last_index(), a.log.last_index())
         self.assertEqual(pr.inflights.count(), 0)
+
+    def test_the_tail_waits_for_the_answer_in_flight_then_goes_in_one_message(self):
+        net = self._elected()
+        a = net.cores["a"]
+        held = net.hold(lambda m: m.to == "b" and m.type == t.APP)
+        for i in range(4):
+            a.propose(b"x")
+            net.flush("a")
+        # Four leader turns, one message: the other three entries wait.
+        self.assertEqual([len(m.entries) for m in held], [1])
+        net.hook = None
+        sent = len(net.sent)
+        net.send(*held)  # b answers it
+        to_b = [m for m in net.sent[sent:] if m.to == "b" and m.type == t.APP and m not in held]
+        self.assertEqual([len(m.entries) for m in to_b], [3])
+        self.assertEqual(to_b[0].entries[-1].index, a.log.last_index())
+
+    def test_a_follower_is_sent_a_commit_made_while_its_answer_was_due(self):
+        net = self._elected()
+        a = net.cores["a"]
+        answers = net.hold(lambda m: m.frm == "b" and m.type == t.APP_RESP)
+        a.propose(b"x")
+        net.flush("a")  # c's answer commits; b's is held
+        self.assertEqual(a.log.committed, a.log.last_index())
+        self.assertLess(net.cores["b"].log.committed, a.log.committed)
+        net.hook = None
+        net.send(*answers)  # no new entries: an empty append carries the commit
+        self.assertEqual(net.cores["b"].log.committed, a.log.committed)
 
     def test_follower_goes_back_to_probe_after_a_rejection(self):
         net = self._elected()
@@ -218,9 +246,12 @@ class FlowControlTests(SynchronousTestCase):
         net.flush("a")
         net.hook = None
         a.propose(b"x")
+        net.flush("a")  # waits for the lost message's answer
         states = []
         net.hook = lambda m: states.append(pr.state) if m.type == t.APP_RESP and m.reject else None
-        net.flush("a")
+        # The heartbeat answer without an append answer since the tick:
+        # an empty append at next probes the window, and b rejects it.
+        net.tick("a")
         self.assertEqual(states, [REPLICATE])
         self.assertEqual(net.cores["b"].log.last_index(), a.log.last_index())
 
@@ -238,16 +269,35 @@ class FlowControlTests(SynchronousTestCase):
         self.assertTrue(pr.probe_sent)
 
     def test_heartbeat_answer_resumes_a_window_whose_appends_were_all_lost(self):
-        net = self._elected(max_inflight=2)
+        for max_msg_bytes in (1, 1 << 20):  # a full window; one held tail
+            net = self._elected(max_inflight=2, max_msg_bytes=max_msg_bytes)
+            a = net.cores["a"]
+            net.drop(lambda m: m.to == "b" and m.type == t.APP)
+            for i in range(3):
+                a.propose(b"x")
+            net.flush("a")
+            pr = a.tracker.progress["b"]
+            self.assertTrue(pr.inflights.count())
+            self.assertEqual(pr.inflights.full(), max_msg_bytes == 1)
+            net.hook = None
+            net.flush("a")
+            self.assertLess(net.cores["b"].log.last_index(), a.log.last_index())
+            net.tick("a")  # heartbeat -> answer -> empty probe at next -> reject -> repair
+            self.assertEqual(net.cores["b"].log.last_index(), a.log.last_index())
+
+    def test_at_most_one_window_probe_per_heartbeat_tick(self):
+        net = self._elected()
         a = net.cores["a"]
         net.drop(lambda m: m.to == "b" and m.type == t.APP)
-        for i in range(3):
-            a.propose(b"x")
-            net.flush("a")
-        self.assertTrue(a.tracker.progress["b"].inflights.full())
-        net.hook = None
-        net.tick("a")  # heartbeat -> answer -> empty probe at next -> reject -> repair
-        self.assertEqual(net.cores["b"].log.last_index(), a.log.last_index())
+        a.propose(b"x")
+        net.flush("a")
+        net.sent.clear()
+        net.tick("a")  # the probe is dropped too
+        for i in range(3):  # read rounds: more heartbeat answers, no probes
+            net.read_index("a", b"r%d" % i)
+        probes = [m for m in net.sent if m.type == t.APP and m.to == "b"]
+        self.assertEqual(len(probes), 1)
+        self.assertEqual(probes[0].entries, [])
 
     def test_heartbeat_carries_min_of_match_and_commit(self):
         net = self._elected()

@@ -37,6 +37,9 @@ class CoreTransfer(SynchronousTestCase):
         held = net.hold(lambda m: m.type == t.APP and m.to == "b")
         a.transfer_leadership("b")
         net.flush("a")
+        # b's answer to the append lost while it was cut off never comes:
+        # the heartbeat answer makes the leader probe b's window.
+        net.tick("a")
         self.assertFalse(net.sent_to("b", t.TIMEOUT_NOW))
         self.assertTrue(held)
         net.hook = None

@@ -61,7 +61,8 @@ class Inflights:
 
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "inflights",
-                 "recent_active", "is_learner", "pending_snapshot")
+                 "recent_active", "is_learner", "pending_snapshot",
+                 "sent_commit", "answered")
 
     def __init__(self, next_index, max_inflight, is_learner=False):
         self.match = 0
@@ -73,6 +74,12 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         # Heard from since the last check-quorum round.
         self.recent_active = False
+        # The commit index of the last AppendEntries sent: after an answer
+        # the leader sends an empty one only if the peer's is out of date.
+        self.sent_commit = 0
+        # Answered an AppendEntries (or was sent a window probe) since the
+        # last heartbeat tick; see RaftCore._handle_heartbeat_response.
+        self.answered = False
         self.is_learner = is_learner
         self.pending_snapshot = 0
 
