@@ -193,3 +193,18 @@ class AppendEncodingTests(unittest.TestCase):
         self.check(Message(type=1, to="b", frm="a", term=3, log_term=3, index=4, entries=entries[:3], commit=7))
         later = [Entry(i, 4, b"other %d" % i) for i in range(5, 25)]
         self.check(Message(type=1, to="c", frm="a", term=4, log_term=3, index=4, entries=later, commit=7))
+        # Overlapping slices of the cached entries, as tail batching sends.
+        self.check(Message(type=1, to="b", frm="a", term=4, log_term=4, index=9, entries=later[5:12], commit=7))
+        self.check(Message(type=1, to="c", frm="a", term=4, log_term=4, index=6, entries=later[2:20], commit=9))
+
+    def test_the_cache_starts_over_past_its_bounds(self):
+        from geocachedb.raft.types import Entry, Message
+
+        self.patch(peers, "ENTRY_CACHE_SIZE", 10)
+        self.patch(peers, "ENTRY_CACHE_BYTES", 1000)
+        for start in range(1, 200, 7):
+            entries = [Entry(i, 2, b"x" * (i % 50)) for i in range(start, start + 7)]
+            self.check(Message(type=1, to="b", frm="a", term=2, log_term=2, index=start - 1,
+                               entries=entries, commit=start))
+            self.assertLessEqual(len(self.network._entry_cache), 10 + 7)
+            self.assertLessEqual(self.network._entry_cache_bytes, 1000 + 7 * 60)

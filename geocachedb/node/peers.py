@@ -42,6 +42,13 @@ from geocachedb.wire.raft_codec import message_from_pb, message_to_pb, varint as
 MAX_PEER_BUFFER = 8 * 1024 * 1024
 # PeerMessage.raft (field 2, length-delimited) as it is encoded on the wire.
 _RAFT_FIELD = bytes((2 << 3 | 2,))
+# RaftMessage.entries (field 7, length-delimited): one per PeerEntry.
+_ENTRIES_FIELD = bytes((7 << 3 | 2,))
+# Encoded entries kept for the next AppendEntries (`_encode_append`),
+# bounded by count and bytes; past either bound the cache starts over (a
+# follower that far behind gets its entries encoded again).
+ENTRY_CACHE_SIZE = 8192
+ENTRY_CACHE_BYTES = 16 * 1024 * 1024
 FORWARD_TIMEOUT = 10.0
 FORWARD_SWEEP_SECONDS = 1.0
 
@@ -213,8 +220,8 @@ class PeerNetwork:
         self._forward_ids = itertools.count(1)
         self._dialers = {}
         self._proposals = {}  # leader id -> encoded Commands to send this turn
-        self._entries_key = None  # see `_encode_append`
-        self._entries_bytes = b""
+        self._entry_cache = {}  # index -> (term, encoded field); see `_encode_append`
+        self._entry_cache_bytes = 0
         self._sweeper = LoopingCall(self._expire_forwards)
         self._sweeper.clock = reactor
 
@@ -296,23 +303,27 @@ class PeerNetwork:
             self.count_drop("send buffer full")
 
     def _encode_append(self, message):
-        """An AppendEntries as PeerMessage bytes, its entries encoded once
-        for every follower that gets the same ones (the usual case: each
-        batch goes to all of them).  Entries with the same first and last
-        (index, term) are the same entries (Raft's Log Matching property),
-        so that is the cache key.  A RaftMessage's header and its entries
-        are encoded apart and concatenated: protobuf parses concatenated
-        encodings of a message as one message."""
-        entries = message.entries
-        first, last = entries[0], entries[-1]
-        key = (first.index, first.term, last.index, last.term)
-        if key != self._entries_key:
-            holder = pb.RaftMessage()
-            add = holder.entries.add
-            for e in entries:
-                add(index=e.index, term=e.term, kind=e.kind, data=e.data)
-            self._entries_key, self._entries_bytes = key, holder.SerializeToString()
-        raft = message_to_pb(message, with_entries=False).SerializeToString() + self._entries_bytes
+        """An AppendEntries as PeerMessage bytes, each entry encoded once
+        for every follower and message that carries it (tail batching sends
+        followers different slices of the log, so whole messages rarely
+        repeat).  The same (index, term) is the same entry (Raft's Log
+        Matching property), so that is the cache key.  A RaftMessage's
+        header and its entries are encoded apart and concatenated: protobuf
+        parses concatenated encodings of a message as one message."""
+        cache = self._entry_cache
+        if len(cache) > ENTRY_CACHE_SIZE or self._entry_cache_bytes > ENTRY_CACHE_BYTES:
+            cache.clear()
+            self._entry_cache_bytes = 0
+        parts = [message_to_pb(message, with_entries=False).SerializeToString()]
+        add = parts.append
+        for e in message.entries:
+            hit = cache.get(e.index)
+            if hit is None or hit[0] != e.term:
+                body = pb.PeerEntry(index=e.index, term=e.term, kind=e.kind, data=e.data).SerializeToString()
+                hit = cache[e.index] = (e.term, _ENTRIES_FIELD + _varint(len(body)) + body)
+                self._entry_cache_bytes += len(body)
+            add(hit[1])
+        raft = b"".join(parts)
         return _RAFT_FIELD + _varint(len(raft)) + raft
 
     def connected_peers(self):
