@@ -65,6 +65,29 @@ class ReplicationTests(ClusterTestCase):
                     time.sleep(0.05)
 
 
+    def test_a_cut_off_follower_catches_up_soon_after_healing(self):
+        # While cut off, the leader's AppendEntries to it are lost and tail
+        # batching holds the rest until an answer comes: the heartbeat
+        # answer after healing must restart replication, not the next
+        # write or an election.
+        cut = self.followers()[0]
+        admin_command(self.cluster[self.leader], "isolate " + cut)
+        admin_command(self.cluster[cut], "isolate " + self.leader)
+        with self.client(self.leader) as c:
+            for i in range(200):
+                c.put(b"c%03d" % i, b"v%d" % i)
+        for node_id in (self.leader, cut):
+            admin_command(self.cluster[node_id], "heal")
+        with self.client(cut) as c:
+            deadline = time.monotonic() + 5
+            while c.get(b"c199", serializable=True) != b"v199":
+                self.assertLess(time.monotonic(), deadline, "the healed follower did not catch up")
+                time.sleep(0.05)
+            pairs, _ = c.range(prefix=b"c", serializable=True)
+        self.assertEqual(len(pairs), 200)
+        self.assertEqual(self.cluster.leader(timeout=5), self.leader)
+
+
 class FailoverTests(ClusterTestCase):
     def test_sigkill_leader_new_leader_writes_continue_old_catches_up(self):
         with self.client() as c:
