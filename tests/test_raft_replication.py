@@ -4,7 +4,7 @@ Figure 8)."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from geocachedb.raft.progress import PROBE, REPLICATE
+from geocachedb.raft.progress import PROBE, REPLICATE, SNAPSHOT
 from tests.raft_helpers import Entry, HardState, Message, Network, drain, log_with, new_core, t
 
 LEADER_LOG = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]  # Figure 7 of the Raft paper
@@ -284,6 +284,43 @@ class FlowControlTests(SynchronousTestCase):
             self.assertLess(net.cores["b"].log.last_index(), a.log.last_index())
             net.tick("a")  # heartbeat -> answer -> empty probe at next -> reject -> repair
             self.assertEqual(net.cores["b"].log.last_index(), a.log.last_index())
+
+    def test_a_lost_answer_is_settled_by_the_window_probe(self):
+        # b has the entries; only its answers were lost.  The probe's answer
+        # frees the window, and the held tail follows at once.
+        net = self._elected()
+        a, b = net.cores["a"], net.cores["b"]
+        net.drop(lambda m: m.frm == "b" and m.type == t.APP_RESP)
+        a.propose(b"1")
+        net.flush("a")
+        a.propose(b"2")
+        net.flush("a")  # held: the answer to the first never comes
+        self.assertLess(b.log.last_index(), a.log.last_index())
+        net.hook = None
+        net.tick("a")
+        self.assertEqual(b.log.last_index(), a.log.last_index())
+        self.assertEqual(a.tracker.progress["b"].inflights.count(), 0)
+        self.assertEqual(b.log.committed, a.log.committed)
+
+    def test_a_window_compacted_away_while_waiting_ends_in_a_snapshot(self):
+        net = self._elected()
+        a = net.cores["a"]
+        pr = a.tracker.progress["b"]
+        net.drop(lambda m: m.to == "b" and m.type == t.APP)
+        for i in range(5):
+            a.propose(b"x%d" % i)
+            net.flush("a")
+        index = a.log.committed
+        a.log.storage.compact(index, a.log.term(index))
+        self.assertIsNone(a.log.term(pr.next - 1))
+        net.hook = None
+        a.propose(b"more")
+        net.flush("a")  # still waiting: no snapshot for a peer whose answer is due
+        self.assertEqual(pr.state, REPLICATE)
+        self.assertNotIn("b", net.snapshot_requests.get("a", []))
+        net.tick("a")  # the probe is rejected -> probe -> compacted -> snapshot
+        self.assertEqual(pr.state, SNAPSHOT)
+        self.assertIn("b", net.snapshot_requests.get("a", []))
 
     def test_at_most_one_window_probe_per_heartbeat_tick(self):
         net = self._elected()

@@ -749,7 +749,8 @@ class RaftCore:
                 # window send nothing more until an answer comes.  An empty
                 # AppendEntries at `next` settles it: acknowledged (the
                 # window frees) or rejected (back to probing).  At most one
-                # per tick: read rounds bring many heartbeat answers.
+                # per tick: read rounds bring many heartbeat answers.  (An
+                # older answer arriving after the tick defers it a tick.)
                 if not pr.answered:
                     pr.answered = True
                     self._send_window_probe(m.frm, pr)
@@ -803,8 +804,8 @@ class RaftCore:
 
         Tail batching (our choice; etcd-io/raft streams every batch): in
         replicate state, a message that would carry the *tail* of the log
-        (all that is left, less than a full ``max_msg_bytes``) waits while
-        an earlier one is unanswered; commit-only news waits with it.  The
+        (all that is left to send fits in it, ``max_msg_bytes``) waits
+        while an earlier one is unanswered; commit-only news waits with it.  The
         answer sends everything that piled up meanwhile in one message
         (`_handle_append_response`).  Under load a follower then gets one
         AppendEntries, one fsync and one answer per round trip instead of
