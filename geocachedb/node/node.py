@@ -26,6 +26,7 @@ from zope.interface import implementer
 from geocachedb import errors
 from geocachedb.interfaces import INodeControl, IPeerTransport, IRaftLog
 from geocachedb.node.backups import Backups
+from geocachedb.node.deadlines import SWEEP_SECONDS, pop_expired
 from geocachedb.node.kvservice import check_command
 from geocachedb.node.loglevel import LEVELS, NodeLogLevel
 from geocachedb.node.metrics import GCPauses, NodeMetrics, fsync_summary
@@ -56,6 +57,10 @@ SENT_WRITE_TIMEOUT = 10
 
 def _ignore(result, error):
     pass
+
+
+def _deadline(waiting):
+    return waiting[0]  # `Node._sent_writes` values: (deadline, callback)
 
 
 # Command.proposal_id (field 19, varint) as it is encoded on the wire.
@@ -457,14 +462,8 @@ class Node(service.Service):
 
     def _expire_sent_writes(self):
         now = self._reactor.seconds()
-        self._next_sweep = now + 1.0
-        expired = []
-        for data, (deadline, _) in self._sent_writes.items():
-            if deadline > now:
-                break
-            expired.append(data)
-        for data in expired:
-            _, callback = self._sent_writes.pop(data)
+        self._next_sweep = now + SWEEP_SECONDS
+        for _, (_, callback) in pop_expired(self._sent_writes, now, _deadline):
             callback(None, errors.Unavailable(
                 "the leader did not commit the write within %d s; its outcome is unknown" % SENT_WRITE_TIMEOUT))
 

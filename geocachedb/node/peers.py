@@ -33,6 +33,7 @@ from zope.interface import implementer
 from geocachedb import errors
 from geocachedb.client.core import parse_address
 from geocachedb.interfaces import IPeerTransport
+from geocachedb.node.deadlines import SWEEP_SECONDS, pop_expired
 from geocachedb.node.kvservice import error_response
 from geocachedb.node.listener import PEER_PREAMBLE, set_no_delay
 from geocachedb.wire import geocache_pb2 as pb
@@ -50,7 +51,17 @@ _ENTRIES_FIELD = bytes((7 << 3 | 2,))
 ENTRY_CACHE_SIZE = 8192
 ENTRY_CACHE_BYTES = 16 * 1024 * 1024
 FORWARD_TIMEOUT = 10.0
-FORWARD_SWEEP_SECONDS = 1.0
+FORWARD_SWEEP_SECONDS = SWEEP_SECONDS
+
+
+def _deadline(forward):
+    return forward[3]  # `PeerNetwork._forwards` values: (respond, leader, request id, deadline)
+
+
+def _unavailable(forward, why):
+    """Answer a forwarded request the leader will not answer."""
+    respond, _, request_id, _ = forward
+    respond(error_response(request_id, errors.Unavailable(why)))
 
 
 class PeerConnection(EnvelopeReceiver):
@@ -319,9 +330,11 @@ class PeerNetwork:
         for e in message.entries:
             hit = cache.get(e.index)
             if hit is None or hit[0] != e.term:
+                if hit is not None:  # the same index in a later term
+                    self._entry_cache_bytes -= len(hit[1])
                 body = pb.PeerEntry(index=e.index, term=e.term, kind=e.kind, data=e.data).SerializeToString()
                 hit = cache[e.index] = (e.term, _ENTRIES_FIELD + _varint(len(body)) + body)
-                self._entry_cache_bytes += len(body)
+                self._entry_cache_bytes += len(hit[1])
             add(hit[1])
         raft = b"".join(parts)
         return _RAFT_FIELD + _varint(len(raft)) + raft
@@ -421,21 +434,13 @@ class PeerNetwork:
     def _expire_forwards(self):
         """Fail forwarded requests the leader has not answered within
         FORWARD_TIMEOUT (to within FORWARD_SWEEP_SECONDS)."""
-        now = self.reactor.seconds()
-        expired = []
-        for fid, entry in self._forwards.items():
-            if entry[3] > now:
-                break
-            expired.append(fid)
-        for fid in expired:
-            self._fail_forward(fid, "the leader did not answer in time; the outcome is unknown")
+        for _, entry in pop_expired(self._forwards, self.reactor.seconds(), _deadline):
+            _unavailable(entry, "the leader did not answer in time; the outcome is unknown")
 
     def _fail_forward(self, fid, why):
         entry = self._forwards.pop(fid, None)
-        if entry is None:
-            return
-        respond, _, request_id, _ = entry
-        respond(error_response(request_id, errors.Unavailable(why)))
+        if entry is not None:
+            _unavailable(entry, why)
 
     def forward_received(self, conn, fwd):
         if fwd.HasField("response"):
