@@ -2,8 +2,10 @@
 
 Everything that has more than one implementation, or that the simulator
 replaces, is described here: the key-value storage backends (`IStorage`), the
-durable Raft log (`IRaftLog`), and the network seen from the Raft host
-(`IPeerTransport`).  Implementations say ``@implementer(...)`` and their tests
+durable Raft log (`IRaftLog`), the network seen from the server layer
+(`IPeerTransport`), the replicated state machine (`IStateMachine`), the
+incoming-snapshot spool (`ISnapshotStore`) and the admin shell's view of a
+node (`INodeControl`).  Implementations say ``@implementer(...)`` and their tests
 call ``verifyObject``.
 """
 
@@ -143,12 +145,111 @@ class IRaftLog(Interface):
 
 
 class IPeerTransport(Interface):
-    """The network as the Raft host sees it: fire-and-forget messages."""
+    """The network as the server layer sees it (`geocachedb.server`): Raft
+    messages, and what forwarding to the leader carries.  Every method
+    returns at once and never raises for a down peer."""
 
     def send(message):
         """Queue ``message`` (a `geocachedb.raft.types.Message`) for
-        ``message.to``.  Never blocks and never raises for a down peer:
-        Raft retransmits what is lost."""
+        ``message.to``; Raft retransmits what is lost."""
+
+    def can_reach(peer_id):
+        """True when something sent to ``peer_id`` now would leave this
+        node (connected, not isolated)."""
+
+    def send_proposals(leader_id, commands):
+        """Send client writes (encoded Commands) to the leader to propose,
+        in as few messages as fit a frame; returns the list of those that
+        could not be sent (empty when all went)."""
+
+    def send_forward(peer_id, forward_id, request):
+        """Send a whole client `Request` to ``peer_id`` (the leader), to
+        be answered with `send_forward_response` under ``forward_id``;
+        False when it could not be sent."""
+
+    def send_forward_response(peer_id, forward_id, response):
+        """The leader's `Response` to a forwarded request, back to the
+        follower that sent it (dropped if it is gone: it times out)."""
+
+    def update_members(addresses, member_ids):
+        """The configuration changed: talk to exactly ``member_ids``, at
+        ``addresses`` (node id -> HOST:PORT) where known."""
+
+    def connected_peers():
+        """The set of peer ids with a live connection."""
+
+    def isolate(peer_ids):
+        """Fault injection: drop all traffic to and from ``peer_ids``."""
+
+    def heal():
+        """Undo every `isolate`."""
+
+
+class IStateMachine(Interface):
+    """The replicated state as the Raft host (`geocachedb.server.replica`)
+    sees it: committed entries in, results out (`KVStateMachine`)."""
+
+    applied_index = Attribute("The index of the last entry applied (memory included).")
+    durable_index = Attribute(
+        "The highest applied index known to survive an OS crash in storage; "
+        "the log is never compacted past it.")
+
+    def apply(entries):
+        """Apply committed entries in index order; one result per entry."""
+
+    def configuration():
+        """The data of the last CONF entry applied, or None."""
+
+    def snapshot_chunks():
+        """The state at the applied index as a snapshot stream (chunks)."""
+
+    def restore(chunks):
+        """Replace the whole state with a snapshot stream; ValueError (and
+        nothing changed) when it is corrupt."""
+
+    def flush():
+        """Write what is applied but only in memory to storage, now."""
+
+    def get(key):
+        """The value of ``key`` as of the applied index, or None."""
+
+    def scan(start=b"", end=None, prefix=None, limit=None):
+        """``[(key, value)]`` as of the applied index (reserved keys hidden)."""
+
+
+class ISnapshotStore(Interface):
+    """Where a follower spools an incoming snapshot (see module docs)."""
+
+    def begin(meta):
+        """Start spooling a new incoming snapshot (`SnapshotMeta`, recorded
+        durably); a partial one is dropped.  The completed one, if any, is
+        kept."""
+
+    def write(data):
+        """Append the next chunk (bytes) of the incoming snapshot."""
+
+    def finish():
+        """The incoming snapshot is complete: make it durable and the
+        completed one, atomically replacing an older completed one."""
+
+    def abort():
+        """Drop the partial incoming snapshot and its metadata (never the
+        completed one)."""
+
+    def incoming():
+        """The `SnapshotMeta` given to the last `begin` that was neither
+        finished nor aborted, or None; it survives a crash, the partial data
+        does not (a new incarnation cannot continue it)."""
+
+    def completed():
+        """The `SnapshotMeta` of the completed snapshot, or None."""
+
+    def chunks():
+        """The completed snapshot's bytes as an iterable of chunks; each
+        iteration starts over (so a storage may retry its load)."""
+
+    def release():
+        """Forget the completed snapshot (its install is durable)."""
 
 
 class INodeControl(Interface):

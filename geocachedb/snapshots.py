@@ -4,7 +4,7 @@ until the snapshot is complete and can be installed at once.
 
 Where it sits: the Raft core decides *that* a follower needs a snapshot
 (its entries are compacted away) and *whether* a received one replaces the
-log; `geocachedb.replica.Replica` does the I/O with the pieces here:
+log; `geocachedb.server.replica.Replica` does the I/O with the pieces here:
 
 * `OutgoingSnapshot` (leader) cuts ``IStorage.snapshot_out()`` — a lazy
   iterator, consistent as of the moment it was opened — into chunks of at
@@ -37,47 +37,14 @@ import json
 import os
 import zlib
 
-from zope.interface import Interface
+from zope.interface import implementer
+
+from geocachedb.interfaces import ISnapshotStore
 
 from geocachedb.raft import confchange
 from geocachedb.raft.types import HardState, SnapshotMeta
 
 READ_CHUNK = 256 * 1024
-
-
-class ISnapshotStore(Interface):
-    """Where a follower spools an incoming snapshot (see module docs)."""
-
-    def begin(meta):
-        """Start spooling a new incoming snapshot (`SnapshotMeta`, recorded
-        durably); a partial one is dropped.  The completed one, if any, is
-        kept."""
-
-    def write(data):
-        """Append the next chunk (bytes) of the incoming snapshot."""
-
-    def finish():
-        """The incoming snapshot is complete: make it durable and the
-        completed one, atomically replacing an older completed one."""
-
-    def abort():
-        """Drop the partial incoming snapshot and its metadata (never the
-        completed one)."""
-
-    def incoming():
-        """The `SnapshotMeta` given to the last `begin` that was neither
-        finished nor aborted, or None; it survives a crash, the partial data
-        does not (a new incarnation cannot continue it)."""
-
-    def completed():
-        """The `SnapshotMeta` of the completed snapshot, or None."""
-
-    def chunks():
-        """The completed snapshot's bytes as an iterable of chunks; each
-        iteration starts over (so a storage may retry its load)."""
-
-    def release():
-        """Forget the completed snapshot (its install is durable)."""
 
 
 # ------------------------------------------------------------ metadata --
@@ -178,6 +145,7 @@ def rechunk(chunks, size):
 # ----------------------------------------------------------- the stores --
 
 
+@implementer(ISnapshotStore)
 class MemorySnapshotStore:
     """An in-memory snapshot store.  It stands for a disk in the simulator:
     keep one per node across crashes and call `crash()`, which loses the
@@ -250,6 +218,7 @@ class _FileChunks:
                 yield data
 
 
+@implementer(ISnapshotStore)
 class FileSnapshotStore:
     """A snapshot store in a directory (a node's ``<data>/snapshots``).
 

@@ -2,14 +2,16 @@
 an `IStorage`.
 
 Sits at the end of the write path: the Raft host hands it every batch of
-newly committed entries and it writes them with **one** `apply_batch` (one
-transaction, one fsync) that also records the index of the last entry, so a
-restart neither loses nor re-applies an entry.  Entries are encoded
-`geocache.Command` messages; an entry with no data is a new leader's empty
-entry and only advances the applied index.
+newly committed entries; it computes their results at once and (write-behind,
+see `KVStateMachine`) writes the batches to storage with **one**
+`apply_batch` that also records the index of the last entry.  Storage thus
+never holds an entry twice: after a crash the entries past its applied index
+(applied in memory only) are applied again from the Raft log, exactly once.
+Entries are encoded `geocache.Command` messages; an entry with no data is a
+new leader's empty entry and only advances the applied index.
 
-Reads (`get`, `scan`) go straight to storage; whether they are linearizable
-is decided before they get here (ReadIndex in the Raft host).
+Reads (`get`, `scan`) see memory first, then storage; whether they are
+linearizable is decided before they get here (ReadIndex in the server).
 
 Membership: a CONF entry carries the whole cluster configuration; applying
 it stores those bytes under `CONF_KEY` (in the reserved key range, in the
@@ -21,7 +23,10 @@ storage's snapshot out/in, plus rebuilding what is derived from storage.
 
 import threading
 
+from zope.interface import implementer
+
 from geocachedb import sessions
+from geocachedb.interfaces import IStateMachine
 from geocachedb.raft.types import CONF, NORMAL
 from geocachedb.sessions import RESERVED_PREFIX, SessionTable
 from geocachedb.storage.scan import prefix_end
@@ -68,11 +73,12 @@ _RESERVED_END = prefix_end(RESERVED_PREFIX)
 CONF_KEY = RESERVED_PREFIX + b"raft/conf"
 
 
+@implementer(IStateMachine)
 class KVStateMachine:
     """``write_behind=0``: every `apply` is one durable storage transaction.
     ``write_behind=N``: applied batches collect in memory (reads see them)
     and reach storage in one transaction once N keys are pending or when
-    `flush` is called (the node flushes every 100 ms and before snapshots,
+    `flush` is called (the node flushes every second and before snapshots,
     scans and shutdown).  A write is acknowledged once its Raft entry is
     fsynced in the log, as in etcd; the storage is a cache of the log's
     prefix, so after a crash the entries past the storage's applied index

@@ -168,7 +168,6 @@ def build_node_config(options):
 def makeService(options, reactor=None):
     from geocachedb.node.client_protocol import ClientConnection
     from geocachedb.node.tuning import InterpreterTuning
-    from geocachedb.node.kvservice import KVService
     from geocachedb.node.listener import ListeningService, PortFactory
     from geocachedb.node.node import Node
     from geocachedb.node.peers import make_peer_network
@@ -178,9 +177,8 @@ def makeService(options, reactor=None):
     top = service.MultiService()
     node = Node(config, reactor=reactor, transport_factory=make_peer_network if config.clustered else None)
     node.setServiceParent(top)
-    kv = KVService(node, max_value=config.max_value)
     factory = PortFactory(
-        lambda: ClientConnection(kv, config.max_frame),
+        lambda: ClientConnection(node, config.max_frame),
         peer_factory=node_peer_factory(node) if config.clustered else None,
     )
     ListeningService(config.listen, factory, "clients and peers", reactor).setServiceParent(top)

@@ -233,7 +233,7 @@ class ReplicaNet:
         return self.start(node_id)
 
     def start(self, node_id):
-        from geocachedb.replica import Replica
+        from geocachedb.server.replica import Replica
         from geocachedb.statemachine import KVStateMachine
 
         self.incarnation[node_id] += 1

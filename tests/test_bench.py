@@ -258,7 +258,7 @@ class CompareTableTests(SynchronousTestCase):
 
 class ProfileSummaryTests(SynchronousTestCase):
     RAW = [
-        "<module> (twistd:6);run (twisted/internet/base.py:686);Replica._apply (geocachedb/replica.py:10);"
+        "<module> (twistd:6);run (twisted/internet/base.py:686);Replica._apply (geocachedb/server/replica.py:10);"
         "LMDBStorage._write (geocachedb/storage/lmdb.py:58) 6\n",
         "<module> (twistd:6);run (twisted/internet/base.py:686);WriteAheadLog._fdatasync (geocachedb/wal/log.py:472) 3\n",
         "<module> (twistd:6);run (twisted/internet/base.py:690) 1\n",

@@ -1,10 +1,10 @@
-"""The node's own figures for `stats` (`geocachedb.node.metrics`)."""
+"""The node's own figures for `stats` (`geocachedb.server.metrics`)."""
 
 import gc
 
 from twisted.trial import unittest
 
-from geocachedb.node.metrics import GCPauses, NodeMetrics, fsync_summary
+from geocachedb.server.metrics import GCPauses, NodeMetrics, fsync_summary
 
 
 class GCPausesTests(unittest.TestCase):

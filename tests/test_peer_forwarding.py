@@ -1,8 +1,7 @@
-"""Forwarded client requests on a follower (`geocachedb.node.peers`): every
-forward gets exactly one answer — the leader's, or UNAVAILABLE when the
-leader does not answer in time, the connection to it is lost, or the node
-stops.  Driven with `task.Clock`; the connection to the leader is a stub
-that records what would be sent."""
+"""What the peer network (`geocachedb.node.peers`) carries for forwarding:
+proposals batched and split to fit frames, whole requests and their
+answers, and lost connections reported to the server.  The connection to
+the leader is a stub that records what would be sent."""
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -17,15 +16,24 @@ class _Config:
     peers = {"leader": "127.0.0.1:1"}
 
 
+class _Server:
+    def __init__(self):
+        self.answered = []
+        self.lost = []
+
+    def forward_answered(self, forward_id, response):
+        self.answered.append((forward_id, response))
+
+    def peer_lost(self, peer_id):
+        self.lost.append(peer_id)
+
+
 class _Node:
     node_id = "follower"
     config = _Config()
 
     def __init__(self):
-        self.unsent = []
-
-    def unsent_writes(self, commands, why):
-        self.unsent.append((list(commands), why))
+        self.server = _Server()
 
 
 class _Connection:
@@ -49,76 +57,39 @@ def _put(rid):
     return request
 
 
-class ForwardingTests(unittest.TestCase):
+class ForwardTransportTests(unittest.TestCase):
+    """Whole requests to the leader and answers back: carried, never
+    decided here (the tables are `geocachedb.server.forwarding`'s)."""
+
     def setUp(self):
-        self.clock = Clock()
-        self.network = peers.PeerNetwork(_Node(), self.clock)
-        # Start only the timeout sweep: no dialing in a unit test.
-        self.network._sweeper.start(peers.FORWARD_SWEEP_SECONDS, now=False)
-        self.addCleanup(lambda: self.network._sweeper.running and self.network._sweeper.stop())
+        self.node = _Node()
+        self.network = peers.PeerNetwork(self.node, Clock())
         self.conn = _Connection()
         self.network.outgoing["leader"] = self.conn
-        self.answers = {}
 
-    def forward(self, rid):
-        self.network.forward("leader", _put(rid), lambda r, rid=rid: self.answers.setdefault(rid, []).append(r))
-
-    def test_the_leaders_answer_is_relayed_once(self):
-        self.forward(7)
+    def test_a_forward_goes_out_and_its_answer_reaches_the_server(self):
+        self.assertTrue(self.network.send_forward("leader", 9, _put(7)))
         [envelope] = self.conn.sent
-        self.assertEqual(envelope.forward.request.put.key, b"k7")
-        reply = pb.Forward(id=envelope.forward.id)
-        reply.response.id = 7
+        self.assertEqual((envelope.forward.id, envelope.forward.request.put.key), (9, b"k7"))
+        reply = pb.Forward(id=9)
         reply.response.put.index = 42
         self.network.forward_received(self.conn, reply)
-        self.network.forward_received(self.conn, reply)  # a duplicate is ignored
-        self.clock.advance(peers.FORWARD_TIMEOUT + 2 * peers.FORWARD_SWEEP_SECONDS)
-        self.assertEqual([r.put.index for r in self.answers[7]], [42])
+        self.assertEqual([(fid, r.put.index) for fid, r in self.node.server.answered], [(9, 42)])
 
-    def test_an_unanswered_forward_fails_after_the_timeout(self):
-        self.forward(1)
-        self.clock.advance(peers.FORWARD_TIMEOUT / 2)
-        self.forward(2)
-        self.clock.advance(peers.FORWARD_TIMEOUT / 2 + peers.FORWARD_SWEEP_SECONDS)
-        self.assertEqual(list(self.answers), [1])
-        [answer] = self.answers[1]
-        self.assertEqual(answer.error.code, pb.UNAVAILABLE)
-        self.assertIn("did not answer in time", answer.error.message)
-        self.clock.advance(peers.FORWARD_TIMEOUT / 2)
-        self.assertEqual(sorted(self.answers), [1, 2])
-        self.assertEqual(len(self.answers[1]), 1)
-
-    def test_answered_forwards_do_not_hold_back_the_sweep(self):
-        for rid in range(1, 4):
-            self.forward(rid)
-        first = self.conn.sent[0].forward.id
-        reply = pb.Forward(id=first)
-        reply.response.id = 1
-        self.network.forward_received(self.conn, reply)
-        self.clock.advance(peers.FORWARD_TIMEOUT + peers.FORWARD_SWEEP_SECONDS)
-        self.assertEqual(sorted(self.answers), [1, 2, 3])
-        self.assertFalse(self.answers[1][0].HasField("error"))
-        self.assertTrue(all(self.answers[r][0].HasField("error") for r in (2, 3)))
-        self.assertEqual(self.network._forwards, {})
-
-    def test_a_full_send_buffer_fails_at_once(self):
+    def test_a_full_buffer_or_no_connection_is_reported(self):
         self.conn.accept = False
-        self.forward(5)
-        [answer] = self.answers[5]
-        self.assertEqual(answer.error.code, pb.UNAVAILABLE)
-        self.assertEqual(self.network._forwards, {})
+        self.assertFalse(self.network.send_forward("leader", 1, _put(1)))
+        del self.network.outgoing["leader"]
+        self.assertFalse(self.network.send_forward("leader", 2, _put(2)))
 
-    def test_losing_the_leader_connection_fails_its_forwards(self):
-        self.forward(3)
+    def test_losing_the_leader_connection_tells_the_server(self):
         self.network.connection_lost(self.conn)
-        [answer] = self.answers[3]
-        self.assertIn("connection to the leader leader lost", answer.error.message)
+        self.assertEqual(self.node.server.lost, ["leader"])
 
-    def test_stopping_fails_pending_forwards_and_the_sweep(self):
-        self.forward(4)
-        self.network.stop()
-        self.assertEqual(self.answers[4][0].error.code, pb.UNAVAILABLE)
-        self.assertFalse(self.network._sweeper.running)
+    def test_an_empty_forward_is_dropped(self):
+        self.network.forward_received(self.conn, pb.Forward(id=3))
+        self.assertEqual(self.network.dropped, {"empty forward": 1})
+        self.assertEqual(self.node.server.answered, [])
 
 
 class ProposalsTests(unittest.TestCase):
@@ -131,41 +102,29 @@ class ProposalsTests(unittest.TestCase):
         self.conn = _Connection()
         self.network.outgoing["leader"] = self.conn
 
-    def test_one_message_per_turn(self):
-        for i in range(5):
-            self.network.queue_proposal("leader", b"cmd%d" % i)
-        self.network.send_proposals()
+    def test_one_message_for_a_rounds_writes(self):
+        commands = [b"cmd%d" % i for i in range(5)]
+        self.assertEqual(self.network.send_proposals("leader", commands), [])
         [envelope] = self.conn.sent
-        self.assertEqual(list(envelope.proposals.commands), [b"cmd%d" % i for i in range(5)])
-        self.network.send_proposals()  # nothing queued: nothing sent
-        self.assertEqual(len(self.conn.sent), 1)
+        self.assertEqual(list(envelope.proposals.commands), commands)
 
     def test_large_commands_are_split_to_fit_frames(self):
         big = [bytes([i]) * (self.network.max_frame // 3) for i in range(5)]
-        for command in big:
-            self.network.queue_proposal("leader", command)
-        self.network.send_proposals()
+        self.assertEqual(self.network.send_proposals("leader", big), [])
         self.assertGreater(len(self.conn.sent), 1)
         sent = [c for envelope in self.conn.sent for c in envelope.proposals.commands]
         self.assertEqual(sent, big)
         for envelope in self.conn.sent:
             self.assertLessEqual(len(envelope.SerializeToString()), self.network.max_frame)
-        self.assertEqual(self.node.unsent, [])
 
     def test_a_full_buffer_reports_the_writes_unsent(self):
         self.conn.accept = False
-        self.network.queue_proposal("leader", b"a")
-        self.network.send_proposals()
-        [(commands, why)] = self.node.unsent
-        self.assertEqual(commands, [b"a"])
-        self.assertIn("too much traffic", why)
+        self.assertEqual(self.network.send_proposals("leader", [b"a"]), [b"a"])
+        self.assertEqual(self.network.dropped, {"proposals: send buffer full": 1})
 
     def test_a_lost_leader_connection_reports_the_writes_unsent(self):
-        self.network.queue_proposal("leader", b"a")
         del self.network.outgoing["leader"]
-        self.network.send_proposals()
-        [(commands, why)] = self.node.unsent
-        self.assertEqual(commands, [b"a"])
+        self.assertEqual(self.network.send_proposals("leader", [b"a"]), [b"a"])
         self.assertFalse(self.network.can_reach("leader"))
 
 

@@ -1,4 +1,4 @@
-"""The host loop (`geocachedb.replica.Replica`): group commit, persistence
+"""The host loop (`geocachedb.server.replica.Replica`): group commit, persistence
 before send, apply + callbacks, reads, restart from what was persisted."""
 
 import random
@@ -9,7 +9,7 @@ from geocachedb import errors
 from geocachedb.raft import types as t
 from geocachedb.raft.memlog import MemoryRaftLog
 from geocachedb.raft.types import RaftConfig
-from geocachedb.replica import Replica
+from geocachedb.server.replica import Replica
 from geocachedb.statemachine import KVStateMachine, encode_put
 from geocachedb.storage.memory import MemoryStorage
 
@@ -322,9 +322,11 @@ class OutcomeTests(SynchronousTestCase):
         out, cb = recorder()
         r.propose(encode_put(b"a", b"1"), boom)
         r.propose(encode_put(b"b", b"2"), cb)
-        r.process()
+        with self.assertLogs("geocachedb.server", "ERROR") as logged:
+            r.process()
         self.assertEqual(len(out), 1)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [record] = logged.records
+        self.assertEqual(record.exc_info[0], RuntimeError)
 
     def test_status_reports_peers_progress_on_the_leader(self):
         c = Cluster(["a", "b", "c"])

@@ -13,7 +13,7 @@ from geocachedb.raft import confchange
 from geocachedb.raft.memlog import MemoryRaftLog
 from geocachedb.raft.progress import ClusterConfig
 from geocachedb.raft.types import SnapshotMeta
-from geocachedb.replica import Replica
+from geocachedb.server.replica import Replica
 from geocachedb.snapshots import (
     FileSnapshotStore,
     MemorySnapshotStore,

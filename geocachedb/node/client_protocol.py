@@ -1,6 +1,7 @@
 """The client protocol: length-prefixed `Request`s in, `Response`s out.
 
-A connection parses frames and hands each request to the `KVService`; many
+A connection parses frames and hands each request to the server's
+request handler (`geocachedb.server.requests`); many
 requests may be in flight on one connection, and responses go back in
 completion order, matched by request id.  A framing error (oversized frame,
 undecodable or empty envelope) gets one `Response` with id 0 and an error,
@@ -8,7 +9,7 @@ then the connection closes; other connections are not affected.
 """
 
 from geocachedb import errors
-from geocachedb.node.kvservice import error_response
+from geocachedb.server.requests import error_response
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.wire.framing import EnvelopeReceiver
 
@@ -26,8 +27,8 @@ class ClientConnection(EnvelopeReceiver):
 
     envelope = pb.Request
 
-    def __init__(self, service, max_frame):
-        self.service = service
+    def __init__(self, node, max_frame):
+        self.node = node  # the started `Node`: its ``handle`` runs a request
         self.MAX_LENGTH = max_frame
         self._open = True
         self._in_flight = 0
@@ -63,7 +64,7 @@ class ClientConnection(EnvelopeReceiver):
         self._in_flight += 1
         if self._in_flight >= MAX_IN_FLIGHT:
             self.update_reading()
-        self.service.handle(request, self.respond)
+        self.node.handle(request, self.respond)
 
     def frame_error(self, reason):
         self._in_flight += 1  # respond() counts it back

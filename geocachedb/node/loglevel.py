@@ -13,10 +13,13 @@ namespace starts at ``warn`` (the peer network logs its own connect/lost
 lines).
 """
 
+import logging
+
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
     globalLogPublisher,
 )
 
@@ -68,3 +71,42 @@ class NodeLogLevel:
             raise ValueError("unknown log level %r (choose from debug, info, warn, error)" % name) from None
         self.predicate.setLogLevelForNamespace("", level)  # "": the default
         return level
+
+
+_STDLIB_LEVELS = (
+    (logging.ERROR, LogLevel.error),
+    (logging.WARNING, LogLevel.warn),
+    (logging.INFO, LogLevel.info),
+)
+
+
+class StdlibToTwisted(logging.Handler):
+    """The reactor-free layers (`geocachedb.server`) log through the
+    standard library's `logging`; this hands their records to
+    `twisted.logger` under the same namespace, so the node has one log (and
+    one run-time level, `NodeLogLevel`)."""
+
+    def __init__(self, logger_name="geocachedb"):
+        super().__init__(logging.DEBUG)
+        self._stdlib = logging.getLogger(logger_name)
+        self._loggers = {}
+
+    def install(self):
+        if self not in self._stdlib.handlers:
+            self._stdlib.addHandler(self)
+            self._stdlib.setLevel(logging.DEBUG)  # `NodeLogLevel` filters
+
+    def uninstall(self):
+        if self in self._stdlib.handlers:
+            self._stdlib.removeHandler(self)
+
+    def emit(self, record):
+        level = LogLevel.debug
+        for threshold, twisted_level in _STDLIB_LEVELS:
+            if record.levelno >= threshold:
+                level = twisted_level
+                break
+        logger = self._loggers.get(record.name)
+        if logger is None:
+            logger = self._loggers[record.name] = Logger(namespace=record.name)
+        logger.emit(level, "{text}", text=self.format(record))

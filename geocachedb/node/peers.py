@@ -14,54 +14,31 @@ its transport, and while the kernel buffer is full at most
 `MAX_PEER_BUFFER` more bytes are written; further Raft messages are dropped
 (Raft retransmits) and forwarded requests fail with UNAVAILABLE.
 
-Forwarding: a follower sends the client writes it receives to the leader
-as `Proposals` (the encoded Commands, batched per reactor turn; the node
-answers each client when it applies the entry, see `Node.propose_via`).
-Other requests it cannot serve go as a `Forward`, and it relays the
-leader's `Response` verbatim.  The leader never forwards a forwarded request
-again (no loops when leadership moves).
+Forwarding (`geocachedb.server.forwarding` decides; this carries): a
+follower's client writes go to the leader as `Proposals` (encoded Commands,
+batched per reactor turn), other requests it cannot serve as a `Forward`
+whose `Response` comes back the same way.
 """
 
-import itertools
-
+from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import endpoints, protocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from geocachedb import errors
 from geocachedb.client.core import parse_address
 from geocachedb.interfaces import IPeerTransport
-from geocachedb.node.deadlines import SWEEP_SECONDS, pop_expired
-from geocachedb.node.kvservice import error_response
 from geocachedb.node.listener import PEER_PREAMBLE, set_no_delay
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.wire.framing import EnvelopeReceiver, FrameError
-from geocachedb.wire.raft_codec import message_from_pb, message_to_pb, varint as _varint
+from geocachedb.wire.raft_codec import append_envelope, entry_field, message_from_pb, message_to_pb
 
 MAX_PEER_BUFFER = 8 * 1024 * 1024
-# PeerMessage.raft (field 2, length-delimited) as it is encoded on the wire.
-_RAFT_FIELD = bytes((2 << 3 | 2,))
-# RaftMessage.entries (field 7, length-delimited): one per PeerEntry.
-_ENTRIES_FIELD = bytes((7 << 3 | 2,))
 # Encoded entries kept for the next AppendEntries (`_encode_append`),
 # bounded by count and bytes; past either bound the cache starts over (a
 # follower that far behind gets its entries encoded again).
 ENTRY_CACHE_SIZE = 8192
 ENTRY_CACHE_BYTES = 16 * 1024 * 1024
-FORWARD_TIMEOUT = 10.0
-FORWARD_SWEEP_SECONDS = SWEEP_SECONDS
-
-
-def _deadline(forward):
-    return forward[3]  # `PeerNetwork._forwards` values: (respond, leader, request id, deadline)
-
-
-def _unavailable(forward, why):
-    """Answer a forwarded request the leader will not answer."""
-    respond, _, request_id, _ = forward
-    respond(error_response(request_id, errors.Unavailable(why)))
 
 
 class PeerConnection(EnvelopeReceiver):
@@ -159,7 +136,7 @@ class PeerConnection(EnvelopeReceiver):
         if kind == "raft":
             self.network.raft_received(self, msg.raft)
         elif kind == "proposals":
-            self.network.node.propose_forwarded(msg.proposals.commands)
+            self.network.node.server.proposals_received(msg.proposals.commands)
         elif kind == "forward":
             self.network.forward_received(self, msg.forward)
         elif kind == "error":
@@ -207,10 +184,14 @@ class IncomingPeerFactory(protocol.Factory):
 
 
 @implementer(IPeerTransport)
-class PeerNetwork:
+class PeerNetwork(service.MultiService):
+    """The node's peer links: a `ClientService` child per member it dials
+    (stopped, and awaited, with the network)."""
+
     log = Logger()
 
     def __init__(self, node, reactor):
+        service.MultiService.__init__(self)
         self.node = node
         self.reactor = reactor
         self.node_id = node.node_id
@@ -222,24 +203,11 @@ class PeerNetwork:
         self.members = set(self.peer_addresses) | {self.node_id}
         self.isolated = set()
         self.dropped = {}
-        # forward id -> (respond, leader id, request id, deadline).  Ids
-        # grow and every forward has the same timeout, so the dict's order
-        # is deadline order: a sweep once a second looks at the oldest
-        # entries only (a timer per forwarded request cost more than the
-        # forwarding itself).
-        self._forwards = {}
-        self._forward_ids = itertools.count(1)
         self._dialers = {}
-        self._proposals = {}  # leader id -> encoded Commands to send this turn
         self._entry_cache = {}  # index -> (term, encoded field); see `_encode_append`
         self._entry_cache_bytes = 0
-        self._sweeper = LoopingCall(self._expire_forwards)
-        self._sweeper.clock = reactor
-
-    def start(self):
         for peer_id, address in sorted(self.peer_addresses.items()):
             self._dial(peer_id, address)
-        self._sweeper.start(FORWARD_SWEEP_SECONDS, now=False)
 
     def _dial(self, peer_id, address):
         try:
@@ -250,7 +218,7 @@ class PeerNetwork:
         policy = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=2.0)
         endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=2)
         dialer = ClientService(endpoint, _DialFactory(self, peer_id), retryPolicy=policy, clock=self.reactor)
-        dialer.startService()
+        dialer.setServiceParent(self)  # started now if the network runs
         self._dialers[peer_id] = (dialer, address)
 
     def accepts_strangers(self):
@@ -272,26 +240,17 @@ class PeerNetwork:
                 wanted[peer_id] = address
         for peer_id in sorted(set(self._dialers) - set(wanted)):
             dialer, _ = self._dialers.pop(peer_id)
-            dialer.stopService()
+            dialer.disownServiceParent()
             self.log.info("{peer} is no longer a member: not dialing it", peer=peer_id)
         for peer_id, address in sorted(wanted.items()):
             current = self._dialers.get(peer_id)
             if current is not None and current[1] == address:
                 continue
             if current is not None:
-                current[0].stopService()
+                current[0].disownServiceParent()
             self.log.info("dialing member {peer} at {address}", peer=peer_id, address=address)
             self._dial(peer_id, address)
         self.peer_addresses = wanted
-
-    def stop(self):
-        for dialer, _ in self._dialers.values():
-            dialer.stopService()
-        self._dialers.clear()
-        if self._sweeper.running:
-            self._sweeper.stop()
-        for fid in list(self._forwards):
-            self._fail_forward(fid, "node is shutting down")
 
     def count_drop(self, why):
         self.dropped[why] = self.dropped.get(why, 0) + 1
@@ -332,12 +291,10 @@ class PeerNetwork:
             if hit is None or hit[0] != e.term:
                 if hit is not None:  # the same index in a later term
                     self._entry_cache_bytes -= len(hit[1])
-                body = pb.PeerEntry(index=e.index, term=e.term, kind=e.kind, data=e.data).SerializeToString()
-                hit = cache[e.index] = (e.term, _ENTRIES_FIELD + _varint(len(body)) + body)
+                hit = cache[e.index] = (e.term, entry_field(e))
                 self._entry_cache_bytes += len(hit[1])
             add(hit[1])
-        raft = b"".join(parts)
-        return _RAFT_FIELD + _varint(len(raft)) + raft
+        return append_envelope(parts)
 
     def connected_peers(self):
         return set(self.outgoing)
@@ -360,14 +317,12 @@ class PeerNetwork:
         if self.outgoing.get(conn.peer_id) is conn:
             del self.outgoing[conn.peer_id]
             self.log.info("lost connection to peer {peer}", peer=conn.peer_id)
-            for fid, (_, peer_id, _, _) in list(self._forwards.items()):
-                if peer_id == conn.peer_id:
-                    self._fail_forward(fid, "connection to the leader %s lost; the outcome is unknown" % peer_id)
+            self.node.server.peer_lost(conn.peer_id)
 
     def raft_received(self, conn, m):
         if m.frm != conn.peer_id or m.to != self.node_id:
             return self.count_drop("misaddressed")
-        self.node.receive(message_from_pb(m))
+        self.node.server.receive(message_from_pb(m))
 
     # -------------------------------------------------------- forwarding
 
@@ -381,94 +336,64 @@ class PeerNetwork:
     def can_reach(self, peer_id):
         return self._link(peer_id) is not None
 
-    def queue_proposal(self, leader_id, command):
-        """Send ``command`` (an encoded Command) to the leader with the
-        others of this turn (`send_proposals`)."""
-        self._proposals.setdefault(leader_id, []).append(command)
+    def send_proposals(self, leader_id, commands):
+        """One `Proposals` message (several when large values would not fit
+        one frame); returns the commands that could not be sent."""
+        conn = self._link(leader_id)
+        if conn is None:
+            self.count_drop("proposals: leader not connected")
+            return list(commands)
+        unsent = []
+        limit = self.max_frame // 2
+        start = size = 0
+        for i, command in enumerate(commands):
+            if size and size + len(command) > limit:
+                self._send_proposals(conn, commands[start:i], unsent)
+                start, size = i, 0
+            size += len(command) + 8
+        self._send_proposals(conn, commands[start:], unsent)
+        return unsent
 
-    def send_proposals(self):
-        """One `Proposals` message per leader for what was queued.  Writes
-        that cannot be sent were never proposed: the node fails them at once
-        (`Node.unsent_writes`)."""
-        if not self._proposals:
-            return
-        queued, self._proposals = self._proposals, {}
-        for leader_id, commands in queued.items():
-            conn = self._link(leader_id)
-            if conn is None:
-                self.count_drop("proposals: leader not connected")
-                self.node.unsent_writes(commands, "the connection to the leader %s was lost; try again" % leader_id)
-                continue
-            # Several messages when large values would not fit one frame.
-            limit = self.max_frame // 2
-            start = size = 0
-            for i, command in enumerate(commands):
-                if size and size + len(command) > limit:
-                    self._send_proposals(conn, commands[start:i])
-                    start, size = i, 0
-                size += len(command) + 8
-            self._send_proposals(conn, commands[start:])
-
-    def _send_proposals(self, conn, commands):
+    def _send_proposals(self, conn, commands, unsent):
         envelope = pb.PeerMessage()
         envelope.proposals.commands.extend(commands)
         if not conn.try_send(envelope):
             self.count_drop("proposals: send buffer full")
-            self.node.unsent_writes(commands, "too much traffic to the leader; try again")
+            unsent.extend(commands)
 
-    def forward(self, leader_id, request, respond):
-        """Send ``request`` to the leader; ``respond(response)`` with its
-        answer, or with an UNAVAILABLE error."""
-        conn = self._link(leader_id)
+    def send_forward(self, peer_id, forward_id, request):
+        conn = self._link(peer_id)
         if conn is None:
-            respond(error_response(request.id, errors.Unavailable("leader %s is not reachable from this node" % leader_id)))
-            return
-        fid = next(self._forward_ids)
+            return False
         envelope = pb.PeerMessage()
-        envelope.forward.id = fid
+        envelope.forward.id = forward_id
         envelope.forward.request.CopyFrom(request)
-        self._forwards[fid] = (respond, leader_id, request.id, self.reactor.seconds() + FORWARD_TIMEOUT)
-        if not conn.try_send(envelope):
-            self._fail_forward(fid, "too much traffic to the leader; try again")
+        return conn.try_send(envelope)
 
-    def _expire_forwards(self):
-        """Fail forwarded requests the leader has not answered within
-        FORWARD_TIMEOUT (to within FORWARD_SWEEP_SECONDS)."""
-        for _, entry in pop_expired(self._forwards, self.reactor.seconds(), _deadline):
-            _unavailable(entry, "the leader did not answer in time; the outcome is unknown")
-
-    def _fail_forward(self, fid, why):
-        entry = self._forwards.pop(fid, None)
-        if entry is not None:
-            _unavailable(entry, why)
+    def send_forward_response(self, peer_id, forward_id, response):
+        conn = self._link(peer_id)
+        if conn is None:
+            return  # the follower times the request out
+        reply = pb.PeerMessage()
+        reply.forward.id = forward_id
+        reply.forward.response.CopyFrom(response)
+        conn.try_send(reply)
 
     def forward_received(self, conn, fwd):
         if fwd.HasField("response"):
-            entry = self._forwards.pop(fwd.id, None)
-            if entry is not None:
-                entry[0](fwd.response)
+            self.node.server.forward_answered(fwd.id, fwd.response)
             return
         if not fwd.HasField("request") or fwd.request.WhichOneof("body") is None:
             return self.count_drop("empty forward")
-
-        def respond(response, fid=fwd.id):
-            if conn.transport is None or conn.transport.disconnecting:
-                return
-            reply = pb.PeerMessage()
-            reply.forward.id = fid
-            reply.forward.response.CopyFrom(response)
-            conn.try_send(reply)
-
-        self.node.kv.handle(fwd.request, respond, forwarded=True)
+        self.node.server.forward_received(conn.peer_id, fwd.id, fwd.request)
 
     # ---------------------------------------------------- fault injection
 
     def isolate(self, peer_ids):
         self.isolated.update(peer_ids)
         self.log.warn("fault injection: isolated from {peers}", peers=sorted(self.isolated))
-        for fid, (_, peer_id, _, _) in list(self._forwards.items()):
-            if peer_id in self.isolated:
-                self._fail_forward(fid, "leader %s is isolated (fault injection)" % peer_id)
+        for peer_id in sorted(peer_ids):
+            self.node.server.peer_lost(peer_id)
 
     def heal(self):
         self.isolated.clear()
@@ -476,6 +401,5 @@ class PeerNetwork:
 
 
 def make_peer_network(node):
-    network = PeerNetwork(node, node._reactor)
-    network.start()
-    return network
+    """The node's transport factory; the node adds it to its service tree."""
+    return PeerNetwork(node, node._reactor)

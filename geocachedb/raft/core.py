@@ -7,7 +7,7 @@ clients).  Output: `ready()` hands the host one `Ready` batch (entries and
 hard state to persist, messages to send before and after the sync,
 committed entries to apply, confirmed reads); the host does the work and
 calls `advance(ready)`.  See docs/RAFT_IMPLEMENTATION.md for the contract
-and `geocachedb.replica` for the one loop that drives it.
+and `geocachedb.server.replica` for the one loop that drives it.
 
 No I/O, no clock, no hashing-order dependence: peers are iterated in sorted
 order and randomness comes from the injected `random.Random`, so a run is a

@@ -1,27 +1,35 @@
-"""The simulated cluster: real `Replica` objects on simulated disk, network
-and clock.
+"""The simulated cluster: real `Server`s on simulated disk, network and
+clock.
 
 A `SimNode` is what a `twistd geocache` process is in production, minus the
 reactor: it owns a `SimDisk` (the Raft log), a `MemoryStorage` under the
-real `KVStateMachine`, a `SimTransport`, and the `geocachedb.replica.Replica`
-— the very host loop the Twisted node runs.  Like the Twisted node it calls
-``replica.process()`` once after a burst of inputs (here: a short, random
-time after the first input, so several messages may share one batch and one
-fsync).  Ticks come from the scheduler at a per-node rate, so clocks drift.
+real `KVStateMachine`, a `SimTransport`, and the `geocachedb.server.Server`
+— the very server layer the Twisted node hosts: the Raft host loop, client
+request handling, forwarding to the leader, the wait for a leader, the
+deadlines, membership.  Simulated clients and the operator send it
+`pb.Request`s (`handle`), as the client protocol and the admin shell do.
+Like the Twisted node it calls ``server.process()`` once after a burst of
+inputs (here: a short, random time after the first input, so several
+messages may share one batch and one fsync).  Ticks come from the
+scheduler at a per-node rate, so clocks drift.
 
-A crash drops the `Replica` object (its memory is gone), keeps the storage
+A crash drops the `Server` object (its memory is gone), keeps the storage
 (every `apply_batch` was durable), the disk's durable image and a finished
 incoming snapshot (`MemorySnapshotStore`: a partial spool is lost), and
 throws away unsynced log writes.  A crash can also be *armed* to fire at the k-th
 next I/O (a sync or a send), which lands it in the middle of a batch.  A
-restart builds a new `Replica` from what survived, as a real restart would.
+restart builds a new `Server` from what survived, as a real restart would.
 """
 
+from geocachedb import errors
 from geocachedb.raft.types import RaftConfig
+from geocachedb.server.server import Server
 from geocachedb.snapshots import MemorySnapshotStore
 from geocachedb.statemachine import KVStateMachine
 from geocachedb.storage.memory import MemoryStorage
 from geocachedb.testing.disk import SimDisk, SimulatedCrash
+from geocachedb.testing.network import Parcel
+from geocachedb.wire import geocache_pb2 as pb
 
 
 class RecordingStateMachine(KVStateMachine):
@@ -49,8 +57,11 @@ class SimNode:
         self.cluster = cluster
         self.node_id = node_id
         self.wipe()
+        self.server = None
         self.replica = None
         self.transport = None
+        # Requests this node forwarded to the leader, over its lives.
+        self.forwarded_before = 0
         self.up = False
         self.tick_interval = 10
         self._tick_handle = None
@@ -88,8 +99,6 @@ class SimNode:
     # -- life cycle
 
     def start(self):
-        from geocachedb.replica import Replica
-
         cluster = self.cluster
         self.incarnation += 1
         self._crash_countdown = None
@@ -98,7 +107,7 @@ class SimNode:
         rng = cluster.scheduler.derive_rng()
         self.up = True
         try:
-            self.replica = Replica(
+            self.server = Server(
                 self.node_id,
                 list(self.boot_voters),
                 log,
@@ -106,8 +115,11 @@ class SimNode:
                 self.state_machine,
                 rng,
                 cluster.raft_config(),
+                schedule=self.schedule_process,
+                ticks_per_second=cluster.config.ticks_per_second,
                 snapshot_store=self.snapshot_store,
             )
+            self.replica = self.server.replica
         except SimulatedCrash:
             self._crashed()
             return
@@ -164,6 +176,10 @@ class SimNode:
         self.up = False
         self.paused = False
         self._held = []
+        if self.server is not None:
+            self.forwarded_before += self.server.forwarding.writes_forwarded
+            self.forwarded_before += self.server.forwarding.requests_forwarded
+        self.server = None
         self.replica = None
         if self.transport is not None:
             self.transport.closed = True
@@ -204,9 +220,8 @@ class SimNode:
         self._tick_handle = None
         if not self.up or self.paused:
             return  # `resume` restarts the ticks
-        if self._call(self.replica.tick):
+        if self._call(self.server.tick):
             self._schedule_tick()
-            self.schedule_process()
 
     def schedule_process(self):
         if self.up and self._process_handle is None:
@@ -217,35 +232,76 @@ class SimNode:
         self._process_handle = None
         if not self.up or self.paused:
             return  # `resume` schedules it again
-        replica = self.replica
-        if self._call(replica.process):
+        if self._call(self.server.process):
             self.cluster.observe(self)
 
+    @property
+    def forwarded(self):
+        """Requests (writes included) this node sent to a leader."""
+        total = self.forwarded_before
+        if self.server is not None:
+            total += self.server.forwarding.writes_forwarded + self.server.forwarding.requests_forwarded
+        return total
+
     def receive(self, message):
+        """A Raft message or a `Parcel` from a peer."""
         if not self.up:
             return
-        if self._call(self.replica.receive, message):
-            self.schedule_process()
+        if isinstance(message, Parcel):
+            self._call(self._parcel, message)
+        else:
+            self._call(self.server.receive, message)
 
-    def propose(self, data, callback):
-        if self._call(self.replica.propose, data, callback):
-            self.schedule_process()
+    def _parcel(self, parcel):
+        server = self.server
+        self.schedule_process()
+        if parcel.kind == "proposals":
+            server.proposals_received(parcel.payload)
+        elif parcel.kind == "forward":
+            forward_id, data = parcel.payload
+            server.forward_received(parcel.frm, forward_id, pb.Request.FromString(data))
+        else:
+            forward_id, data = parcel.payload
+            server.forward_answered(forward_id, pb.Response.FromString(data))
 
-    def read_barrier(self, callback):
-        if self._call(self.replica.read_barrier, callback):
+    def handle(self, request, respond):
+        """A client's request, as the client protocol hands it over.
+        False when the node is down (the connection is refused)."""
+        if not self.up:
+            return False
+        if self._call(self.server.handle, request, respond):
             self.schedule_process()
+        return True
 
-    def transfer_leadership(self, target, callback):
-        if self._call(self.replica.transfer_leadership, target, callback):
-            self.schedule_process()
+    def peer_lost(self, peer_id):
+        if self.up and not self.paused:
+            self._call(self.server.peer_lost, peer_id)
 
     def call(self, method, *args):
-        """Call ``replica.<method>(*args)`` like a client request would
-        (operator commands: membership changes, transfers, compaction)."""
-        if self.up and self._call(getattr(self.replica, method), *args):
+        """Call ``server.<method>(*args)`` like the admin shell would
+        (operator commands without a request: compaction)."""
+        if self.up and self._call(getattr(self.server, method), *args):
             self.schedule_process()
             return True
         return False
+
+
+def member_request(action, node_id, address="", learner=False):
+    """The `member` request the admin shell and the CLI send."""
+    request = pb.Request()
+    m = request.member
+    m.action = action
+    m.node_id = node_id
+    m.address = address
+    m.learner = learner
+    return request
+
+
+def request_error(response):
+    """The `GeoCacheError` a response carries, or None."""
+    if response.HasField("error") and response.error.code != pb.OK:
+        return errors.from_pb(response.error)
+    return None
 
 
 class ClusterConfig:
@@ -277,6 +333,9 @@ class ClusterConfig:
     # Raft options forced after the random draw (e.g. {"pre_vote": False}
     # to search a corner the draw reaches only now and then).
     raft_overrides = None
+    # How the server's timeouts stated in seconds (a forwarded write's 10 s)
+    # become ticks: few per second, so that they end within a run.
+    ticks_per_second = 3
 
     def __init__(self, **options):
         for name, value in options.items():
@@ -366,6 +425,10 @@ class SimCluster:
             node.receive(message)
 
     def node_crashed(self, node_id):
+        # Its peers' connections to it break (what they forwarded there
+        # will not be answered).
+        for node in self.up_nodes():
+            node.peer_lost(node_id)
         for listener in self.crash_listeners:
             listener(node_id)
 

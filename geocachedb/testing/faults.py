@@ -26,6 +26,7 @@ clocks, and restarts crashed nodes — so that the run can check that the
 cluster recovers and that no acknowledged write was lost.
 """
 
+from geocachedb.testing.cluster import member_request
 from geocachedb.testing.network import LinkWeather
 
 KINDS = (
@@ -373,8 +374,11 @@ class Nemesis:
             return False
         leader = self.rng.choice(leaders)
         target = self.rng.choice([n for n in self.cluster.node_ids if n != leader.node_id])
-        self.trace("transfer leadership %s -> %s" % (leader.node_id, target))
-        leader.transfer_leadership(target, lambda result, error: None)
+        # Sent to any node, as an operator's shell would be: a follower
+        # forwards it to the leader.
+        via = self.rng.choice(self.cluster.up_nodes())
+        self.trace("transfer leadership %s -> %s via %s" % (leader.node_id, target, via.node_id))
+        via.handle(member_request("transfer", target), lambda response: None)
         return True
 
     # -- the end

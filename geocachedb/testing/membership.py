@@ -1,7 +1,8 @@
 """The simulated operator: changes the cluster's membership and compacts
 logs at random times while the nemesis injects faults (and transfers
-leadership: `faults.Nemesis`), through the same `Replica` calls the admin
-shell uses.
+leadership: `faults.Nemesis`), through the same entry point as the admin
+shell, the CLI and the client: a `member` request to any node, which a
+follower forwards to the leader.
 
 Actions (each drawn from the scheduler's RNG, with per-seed weights):
 
@@ -17,12 +18,11 @@ Actions (each drawn from the scheduler's RNG, with per-seed weights):
 ``compact``       compact a node's log now (besides the automatic,
                   threshold-driven compaction)
 
-A command goes to whichever node leads (the highest term among the up
-nodes that believe they lead); a refusal because a change is in progress,
-or because a new leader has not committed an entry of its term yet, is
-retried a little later, as an operator script would; so is a command sent
-to a node that turned out not to lead.  At most one membership command is
-in flight.
+A command goes to a random node that is up (often a follower, which
+forwards it); a refusal because a change is in progress, or because a new
+leader has not committed an entry of its term yet, is retried a little
+later, as an operator script would; so is one that found no leader.  At
+most one membership command is in flight.
 
 A removed node is either decommissioned (powered off for good, perhaps
 added back later) or — when pre-vote or check-quorum is on, which is what
@@ -31,8 +31,17 @@ still believing it is a member, to try.
 """
 
 from geocachedb import errors
+from geocachedb.testing.cluster import member_request, request_error
 
 KINDS = ("add-learner", "promote", "add-voter", "remove", "rejoin", "compact")
+
+
+def _request(kind, node_id):
+    """The `member` request for a core change kind."""
+    if kind in ("add_learner", "add_voter"):
+        # Simulated nodes ignore addresses; the request needs a valid one.
+        return member_request("add", node_id, "%s:1" % node_id, learner=kind == "add_learner")
+    return member_request(kind, node_id)
 
 
 class OperatorConfig:
@@ -142,10 +151,11 @@ class Operator:
             kind, node_id = self.rng.choice(["add_voter", "add_learner"]), node.node_id
         else:
             kind, node_id = "remove", self.rng.choice(sorted(members))
-        self.trace("burst: %s %s via %s" % (kind, node_id, leader.node_id))
+        via = self.via()
+        self.trace("burst: %s %s via %s" % (kind, node_id, via.node_id))
         self.counts["burst"] = self.counts.get("burst", 0) + 1
-        leader.call("propose_conf_change", kind, node_id,
-                    lambda result, error: self.trace("burst %s %s: %s" % (kind, node_id, error)))
+        via.handle(_request(kind, node_id), lambda response: self.trace(
+            "burst %s %s: %s" % (kind, node_id, request_error(response))))
 
     # -- what the cluster looks like
 
@@ -154,6 +164,10 @@ class Operator:
         if not leaders:
             return None
         return max(leaders, key=lambda n: n.replica.term)
+
+    def via(self):
+        """The node a command is sent to: any node that is up."""
+        return self.rng.choice(self.cluster.up_nodes())
 
     def members(self):
         """The configuration the current leader uses, or None."""
@@ -177,9 +191,11 @@ class Operator:
             self._retry(attempt, "no leader")
             return True
 
-        def done(result, error):
+        def done(response):
             if self._busy is not attempt:
                 return  # an attempt already given up on
+            error = request_error(response)
+            result = [m.id for m in response.member.members]
             if isinstance(error, (errors.NotLeader, errors.Unavailable)):
                 self._retry(attempt, error)
             elif error is not None:
@@ -195,8 +211,9 @@ class Operator:
                 if kind == "remove":
                     self._removed(node_id)
 
-        self.trace("%s %s via %s" % (kind, node_id, leader.node_id))
-        leader.call("propose_conf_change", kind, node_id, done)
+        via = self.via()
+        self.trace("%s %s via %s" % (kind, node_id, via.node_id))
+        via.handle(_request(kind, node_id), done)
         self._later(self.config.answer_timeout, self._no_answer, attempt)
         return True
 

@@ -9,9 +9,16 @@ one-way partition is one.  A cut is checked both when a message is sent and
 when it would arrive: a message in flight when a link is cut is lost, like
 one in a TCP connection that is reset.
 
+Besides Raft messages the network carries what forwarding to the leader
+sends (`Parcel`s: a follower's batched writes, whole requests and their
+responses), under the same weather and cuts but never duplicated (they
+travel on TCP, which does not duplicate; Raft messages may be, since Raft
+retransmits).
+
 Messages are copied at send time: in production they cross a socket, so the
 sender and receiver never share an object, and the simulation must not let
-either side's later mutations leak to the other.
+either side's later mutations leak to the other (requests and responses
+travel encoded).
 """
 
 from zope.interface import implementer
@@ -40,6 +47,22 @@ class LinkWeather:
             self.max_delay,
             self.spike,
         )
+
+
+class Parcel:
+    """A non-Raft peer message: ``kind`` is ``proposals`` (payload: a list
+    of encoded Commands), ``forward`` (forward id, encoded Request) or
+    ``answer`` (forward id, encoded Response)."""
+
+    __slots__ = ("kind", "frm", "payload")
+
+    def __init__(self, kind, frm, payload):
+        self.kind = kind
+        self.frm = frm
+        self.payload = payload
+
+    def __repr__(self):
+        return "Parcel(%s from %s)" % (self.kind, self.frm)
 
 
 def copy_message(message):
@@ -122,6 +145,19 @@ class SimNetwork:
         for _ in range(copies):
             self.scheduler.after(self._delay(), self._arrive, frm, to, copy_message(message))
 
+    def send_parcel(self, frm, to, parcel):
+        """Like `send`, for a `Parcel` (already a copy: its payload is
+        bytes), and never duplicated."""
+        self.sent += 1
+        if (frm, to) in self._cut:
+            self.cut_drops += 1
+            return
+        w = self.weather
+        if w.loss and self.rng.random() < w.loss:
+            self.dropped += 1
+            return
+        self.scheduler.after(self._delay(), self._arrive, frm, to, parcel)
+
     def _arrive(self, frm, to, message):
         if (frm, to) in self._cut:
             self.cut_drops += 1
@@ -133,7 +169,9 @@ class SimNetwork:
 @implementer(IPeerTransport)
 class SimTransport:
     """One node's view of the network.  ``before_send`` lets the cluster
-    crash the node in the middle of a batch of sends."""
+    crash the node in the middle of a batch of sends.  A peer is reachable
+    unless the link to it is cut (a crashed peer's connection is reported
+    by the cluster: `Server.peer_lost`)."""
 
     def __init__(self, network, node_id, before_send=None):
         self.network = network
@@ -143,8 +181,42 @@ class SimTransport:
 
     def send(self, message):
         if self.closed:
-            # A dropped Replica object may still hold this transport.
+            # A dropped Server object may still hold this transport.
             return
         if self.before_send is not None:
             self.before_send()
         self.network.send(self.node_id, message)
+
+    def _parcel(self, to, kind, payload):
+        if self.closed or not self.can_reach(to):
+            return False
+        if self.before_send is not None:
+            self.before_send()
+        self.network.send_parcel(self.node_id, to, Parcel(kind, self.node_id, payload))
+        return True
+
+    def can_reach(self, peer_id):
+        return not self.closed and not self.network.is_cut(self.node_id, peer_id)
+
+    def send_proposals(self, leader_id, commands):
+        if self._parcel(leader_id, "proposals", list(commands)):
+            return []
+        return list(commands)
+
+    def send_forward(self, peer_id, forward_id, request):
+        return self._parcel(peer_id, "forward", (forward_id, request.SerializeToString()))
+
+    def send_forward_response(self, peer_id, forward_id, response):
+        self._parcel(peer_id, "answer", (forward_id, response.SerializeToString()))
+
+    def update_members(self, addresses, member_ids):
+        pass  # every simulated node can reach every other
+
+    def connected_peers(self):
+        return set()
+
+    def isolate(self, peer_ids):
+        pass  # the nemesis cuts links in the network itself
+
+    def heal(self):
+        pass

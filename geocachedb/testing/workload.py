@@ -2,28 +2,33 @@
 operation is recorded for the linearizability checker.
 
 Each `SimClient` runs one operation at a time against the node it is
-attached to, over a small key space so that operations collide.  It behaves
-like the real client library and the node's forwarding together:
+connected to, over a small key space so that operations collide.  It sends
+the `pb.Request` the real client library sends, and the node serves it with
+the production request code (`geocachedb.server.requests`): a follower
+forwards writes to the leader and answers from its own apply, waits for a
+leader while none is known, and serves linearizable reads after ReadIndex.
+The client behaves like the real client library:
 
-* a write goes to ``Replica.propose`` as an encoded command carrying the
-  client's session (client id, seq, ack floor); a ``NotLeader`` refusal
-  means the entry was never appended, so the client follows the leader hint
-  (or tries another node) with the same command; after any other failure
-  (``Unavailable``, the node crashing, the attempt timing out) the outcome
-  is unknown: the client either sends the same command again — the state
-  machine's session table must then apply it at most once — or gives up,
-  and the operation is recorded with an unknown outcome;
-* a read waits for ``Replica.read_barrier`` and then reads the node's
-  state machine; a failed read did not happen (it is retried until the
-  client's deadline, then dropped from the history).
+* a write carries the client's session (client id, seq, ack floor); a
+  ``NotLeader`` refusal (the node could not forward) means the entry was
+  never appended, so the client follows the leader hint (or tries another
+  node) with the same seq; after any other failure (``Unavailable``, the
+  node crashing, the attempt timing out) the outcome is unknown: the client
+  either sends the same write again — the state machine's session table
+  must then apply it at most once — or gives up, and the operation is
+  recorded with an unknown outcome;
+* a read's value is the response's; a failed read did not happen (it is
+  retried until the client's deadline, then dropped from the history).
 
 Operations are stamped with a strictly increasing counter in event order, so
 the history's real-time order is exact.
 """
 
 from geocachedb.errors import NotLeader
-from geocachedb.statemachine import DeleteResult, PutResult, encode_delete, encode_put
+from geocachedb.statemachine import encode_delete, encode_put
+from geocachedb.testing.cluster import request_error
 from geocachedb.testing.linearizability import DELETE, GET, PUT, History
+from geocachedb.wire import geocache_pb2 as pb
 
 
 class WorkloadConfig:
@@ -49,13 +54,14 @@ class WorkloadConfig:
 
 
 class _Pending:
-    __slots__ = ("op_id", "kind", "key", "data", "attempt", "deadline", "retry", "timer")
+    __slots__ = ("op_id", "kind", "key", "data", "request", "attempt", "deadline", "retry", "timer")
 
-    def __init__(self, op_id, kind, key, data):
+    def __init__(self, op_id, kind, key, data, request):
         self.op_id = op_id
         self.kind = kind
         self.key = key
-        self.data = data
+        self.data = data  # the Command a write becomes (for the final checks)
+        self.request = request
         self.attempt = 0
         self.deadline = None  # virtual time after which the client gives up
         self.retry = None
@@ -115,10 +121,9 @@ class SimClient:
         self.number = number
         # Session ids as the real client picks them: nonzero, per client.
         self.client_id = number + 1
-        # The node this client is connected to.  Reads are served there
-        # (a follower asks the leader for a read index); a write refused
-        # with NotLeader goes on to the leader, as the node's forwarding
-        # does, and the next operation starts from home again.
+        # The node this client is connected to.  Everything is sent there;
+        # a NotLeader refusal (the node could not forward) sends it on to
+        # the leader, and the next operation starts from home again.
         self.home = workload.rng.choice(workload.cluster.client_targets())
         self.node = self.home
         self.pending = None
@@ -158,19 +163,27 @@ class SimClient:
         # earlier write is answered or given up, so the ack floor is this
         # operation's own seq.
         session = dict(client_id=self.client_id, seq=self.seq, ack_floor=self.seq)
+        request = pb.Request()
         if kind == PUT:
             value = b"c%d-%d" % (self.number, self.seq)
             if w.config.max_padding:
                 value += b"." * w.rng.randint(0, w.config.max_padding)
             data = encode_put(key, value, **session)
+            request.put.key = key
+            request.put.value = value
         elif kind == DELETE:
             data = encode_delete(key, **session)
+            request.delete.key = key
+        else:
+            request.get.key = key
+        if kind != GET:
+            request.client_id, request.seq, request.ack_floor = self.client_id, self.seq, self.seq
         if w.rng.random() < w.config.reconnect_probability:
             self.home = w.rng.choice(w.cluster.client_targets())
         self.node = self.home
         op_id = w.history.invoke(self.number, kind, key, value, time=w.stamp())
         w.counts["invoked"] += 1
-        pending = _Pending(op_id, kind, key, data)
+        pending = _Pending(op_id, kind, key, data, request)
         pending.deadline = w.scheduler.now + w.config.op_timeout
         self.pending = pending
         self._attempt()
@@ -187,28 +200,27 @@ class SimClient:
             self._attempt_timeout, pending, attempt,
         )
         node = w.cluster.node(self.node)
-        if node is None or not node.up:
+
+        def done(response):
+            self._done(pending, attempt, response)
+
+        request = pb.Request()
+        request.CopyFrom(pending.request)  # each attempt crosses the wire anew
+        request.id = attempt
+        if node is None or not node.handle(request, done):
             # Connection refused: nothing was sent, so try elsewhere.
             self._redirect(None)
-            return
-
-        def done(result, error):
-            self._done(pending, attempt, result, error)
-
-        if pending.kind == GET:
-            node.read_barrier(done)
-        else:
-            node.propose(pending.data, done)
 
     # -- outcomes
 
     def _current(self, pending, attempt):
         return self.pending is pending and pending.attempt == attempt
 
-    def _done(self, pending, attempt, result, error):
+    def _done(self, pending, attempt, response):
         if not self._current(pending, attempt):
             return  # a late answer to an attempt already given up on
         w = self.workload
+        error = request_error(response)
         if isinstance(error, NotLeader):
             # Refused before anything was appended: safe to send elsewhere.
             self._redirect(error.leader_id or None)
@@ -216,21 +228,23 @@ class SimClient:
         if error is not None:
             self._attempt_failed()
             return
+        body = response.WhichOneof("body")
+        expected = {GET: "get", PUT: "put", DELETE: "delete"}[pending.kind]
+        if body != expected:
+            w.cluster.report("client", "%s answered with %r" % (expected, response))
+            self._attempt_failed()
+            return
+        index = None
         if pending.kind == GET:
-            node = w.cluster.node(self.node)
-            output = node.state_machine.get(pending.key)
+            output = response.get.value if response.get.found else None
         elif pending.kind == PUT:
-            if not isinstance(result, PutResult):
-                w.cluster.report("client", "put answered with %r" % (result,))
             output = None
+            index = response.put.index
         else:
-            if not isinstance(result, DeleteResult):
-                w.cluster.report("client", "delete answered with %r" % (result,))
-                output = None
-            else:
-                output = result.deleted
-        if pending.kind != GET and result is not None:
-            w.acknowledged.append((result.index, pending.data, pending.op_id))
+            output = response.delete.deleted
+            index = response.delete.index
+        if index is not None:
+            w.acknowledged.append((index, pending.data, pending.op_id))
         w.history.complete(pending.op_id, output, time=w.stamp())
         w.counts["ok"] += 1
         self._end()

@@ -55,3 +55,25 @@ def varint(n):
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# PeerMessage.raft and RaftMessage.entries, length-delimited (wire type 2),
+# for an AppendEntries assembled from separately encoded parts.
+_RAFT_FIELD = varint(pb.PeerMessage.RAFT_FIELD_NUMBER << 3 | 2)
+_ENTRIES_FIELD = varint(pb.RaftMessage.ENTRIES_FIELD_NUMBER << 3 | 2)
+
+
+def entry_field(entry):
+    """One entry as an encoded ``RaftMessage.entries`` field: encoded once
+    and reused for every follower and message that carries it."""
+    body = pb.PeerEntry(index=entry.index, term=entry.term, kind=entry.kind,
+                        data=entry.data).SerializeToString()
+    return _ENTRIES_FIELD + varint(len(body)) + body
+
+
+def append_envelope(parts):
+    """A `PeerMessage` carrying the RaftMessage made of ``parts`` (its
+    header encoded without entries, then `entry_field`s): protobuf parses
+    concatenated encodings of a message as one message."""
+    raft = b"".join(parts)
+    return _RAFT_FIELD + varint(len(raft)) + raft

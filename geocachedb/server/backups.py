@@ -16,18 +16,20 @@ MAX_OPEN = 4
 
 
 class Backups:
-    def __init__(self, clock):
-        self._clock = clock  # a callable returning seconds
-        self._open = {}  # id -> [chunks iterator, index, last used]
+    """``deadlines``: the server layer's `Deadlines`; ``idle_ticks``: how
+    long an untouched backup stays open (`IDLE_SECONDS` in ticks)."""
+
+    def __init__(self, deadlines, idle_ticks):
+        # id -> [chunks iterator, index], expiring when left idle
+        self._open = deadlines.queue(idle_ticks, self._idle)
         self._ids = itertools.count(1)
 
     def open(self, meta, chunks):
-        self.expire()
         if len(self._open) >= MAX_OPEN:
             _close(chunks)
             raise errors.Unavailable("%d backups are already running on this node; try later" % MAX_OPEN)
         backup_id = next(self._ids)
-        self._open[backup_id] = [iter(chunks), meta.index, self._clock()]
+        self._open.add(backup_id, [iter(chunks), meta.index])
         return backup_id
 
     def next_chunk(self, backup_id):
@@ -35,25 +37,20 @@ class Backups:
         entry = self._open.get(backup_id)
         if entry is None:
             raise errors.InvalidArgument("no backup %d on this node (finished, expired or never opened)" % backup_id)
-        entry[2] = self._clock()
         try:
             chunk = next(entry[0])
         except StopIteration:
-            del self._open[backup_id]
+            self._open.pop(backup_id)
             return b"", True, entry[1]
+        self._open.add(backup_id, entry)  # used: its idle timeout starts again
         return chunk, False, entry[1]
 
-    def expire(self):
-        now = self._clock()
-        for backup_id, entry in list(self._open.items()):
-            if now - entry[2] > IDLE_SECONDS:
-                del self._open[backup_id]
-                _close(entry[0])
+    def _idle(self, backup_id, entry):
+        _close(entry[0])
 
     def close_all(self):
-        for entry in self._open.values():
+        for _, entry in self._open.clear():
             _close(entry[0])
-        self._open.clear()
 
 
 def _close(chunks):

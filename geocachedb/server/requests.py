@@ -1,26 +1,41 @@
 """Client requests in, responses out: validation and execution of the
-key-value API on one node.
+key-value API on one node, whoever leads.
 
-Sits between the client protocol (which parses frames) and the node (which
-owns the Raft replica).  Every request gets exactly one response through the
-``respond`` callback it was given.  Writes become encoded `Command`s proposed
-through Raft; linearizable reads wait for a ReadIndex barrier, serializable
-reads are served from the local store at once.  Callbacks, not Deferred
-chains, on this path: it runs once per request.
+Sits between whatever parsed the request (the client protocol, a forwarded
+request from a peer, the admin shell, a simulated client) and the `Server`
+(which owns the Raft replica).  Every request gets exactly one response
+through the ``respond`` callback it was given.
+
+* Writes become encoded `Command`s.  The leader proposes them; a follower
+  that knows the leader sends them there and answers from its own apply
+  (`Forwarding.propose_via`).
+* Linearizable reads wait for a ReadIndex barrier (a follower asks the
+  leader for the index) and are then served from the local state machine;
+  serializable reads are served at once.
+* Anything else a follower cannot serve (membership changes) goes to the
+  leader whole, and the leader's response comes back verbatim.  A request
+  that was itself forwarded is never forwarded again (no loops while
+  leadership moves).
+* While no leader is known, a request waits (bounded) for an election.
+
+Callbacks, not Deferreds, on this path: it runs once per request, and the
+simulator drives it with no reactor at all.
 """
 
+import logging
 import time
-
-from twisted.logger import Logger
 
 from geocachedb import errors
 from geocachedb.limits import MAX_KEY_SIZE, MAX_VALUE_SIZE
 from geocachedb.sessions import RESERVED_PREFIX
-from geocachedb.statemachine import DeleteResult, encode_delete, encode_put
+from geocachedb.statemachine import encode_delete, encode_put
 from geocachedb.wire import geocache_pb2 as pb
+
+log = logging.getLogger("geocachedb.server")
 
 MAX_RANGE_LIMIT = 10000
 MAX_RANGE_BYTES = 2 * 1024 * 1024
+MEMBER_ACTIONS = ("list", "add", "promote", "remove", "transfer")
 
 
 def check_key(key):
@@ -56,6 +71,13 @@ def check_command(data, max_value=MAX_VALUE_SIZE):
         raise errors.InvalidArgument("not a put or delete")
 
 
+def check_address(address):
+    """``HOST:PORT`` or raise InvalidArgument."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise errors.InvalidArgument("address %r is not HOST:PORT" % address)
+
+
 def error_response(request_id, error):
     response = pb.Response(id=request_id)
     if not isinstance(error, errors.GeoCacheError):
@@ -64,15 +86,13 @@ def error_response(request_id, error):
     return response
 
 
-class KVService:
-    """Executes `pb.Request`s against a node (see `geocachedb.node.node`)."""
+class RequestHandler:
+    """Executes `pb.Request`s against a `geocachedb.server.server.Server`."""
 
-    log = Logger()
-
-    def __init__(self, node, max_value=MAX_VALUE_SIZE, clock=time.monotonic):
-        self.node = node
-        node.kv = self
-        self._clock = clock
+    def __init__(self, server, max_value=MAX_VALUE_SIZE, clock=time.monotonic):
+        self.server = server
+        self.metrics = server.metrics
+        self._clock = clock  # for the latency figures only, never for decisions
         self._forwarded = False
         self.max_value = max_value
         self._handlers = {
@@ -90,7 +110,11 @@ class KVService:
         that a follower forwarded here is never forwarded again."""
         kind = request.WhichOneof("body")
         rid = request.id
-        metrics = self.node.metrics
+        metrics = self.metrics
+        if kind is None:
+            metrics.count_error("INVALID_ARGUMENT")
+            respond(error_response(rid, errors.InvalidArgument("empty request: no operation given")))
+            return
         metrics.count_request(kind)
         start = self._clock()
 
@@ -104,11 +128,11 @@ class KVService:
         try:
             self._handlers[kind](request, respond)
         except errors.GeoCacheError as e:
-            self.node.metrics.count_error(e.code_name)
+            metrics.count_error(e.code_name)
             respond(error_response(rid, e))
         except Exception as e:  # a bug must cost one request, not the node
-            self.log.failure("request {kind} failed", kind=kind)
-            self.node.metrics.count_error("INTERNAL")
+            log.exception("request %s failed", kind)
+            metrics.count_error("INTERNAL")
             respond(error_response(rid, errors.Internal("internal error: %s" % e)))
 
     def _done(self, request, respond, build):
@@ -118,38 +142,31 @@ class KVService:
         forwarded = self._forwarded
 
         def done(result, error):
-            if error is not None and self._forward(error, request, respond, forwarded):
+            if error is not None and not forwarded and self._forward(error, request, respond):
                 return
             if error is not None:
-                self.node.metrics.count_error(getattr(error, "code_name", "INTERNAL"))
+                self.metrics.count_error(getattr(error, "code_name", "INTERNAL"))
                 respond(error_response(rid, error))
             else:
                 respond(build(result))
 
         return done
 
-    def _write(self, request, data, done):
+    def _forward(self, error, request, respond):
+        if isinstance(error, errors.NotLeader) and error.leader_id:
+            return self.server.forwarding.forward(error.leader_id, request, respond)
+        return False
+
+    def _write(self, data, done):
         """Replicate an encoded Command: proposed here on the leader; a
         follower that knows the leader sends it there and answers when it
-        applies the entry (`Node.propose_via`)."""
-        node = self.node
+        applies the entry (`Forwarding.propose_via`)."""
+        server = self.server
         if not self._forwarded:
-            leader = node.leader_elsewhere()
-            if leader is not None and node.propose_via(leader, data, done):
+            leader = server.leader_elsewhere()
+            if leader is not None and server.forwarding.propose_via(leader, data, done):
                 return
-        node.submit_write(data, done)
-
-    def _forward(self, error, request, respond, forwarded):
-        forward = getattr(self.node.transport, "forward", None)
-        if (
-            isinstance(error, errors.NotLeader)
-            and error.leader_id
-            and not forwarded
-            and forward is not None
-        ):
-            forward(error.leader_id, request, respond)
-            return True
-        return False
+        server.submit_write(data, done)
 
     def _put(self, request, respond):
         put = request.put
@@ -157,10 +174,8 @@ class KVService:
         check_value(put.value, self.max_value)
         rid = request.id
         data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor)
-        self._write(
-            request, data,
-            self._done(request, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))),
-        )
+        self._write(data, self._done(
+            request, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))))
 
     def _delete(self, request, respond):
         check_key(request.delete.key)
@@ -168,27 +183,25 @@ class KVService:
         data = encode_delete(request.delete.key, request.client_id, request.seq, request.ack_floor)
 
         def build(result):
-            if not isinstance(result, DeleteResult):  # a deduplicated retry
-                return pb.Response(id=rid, delete=pb.DeleteResponse(deleted=False))
             return pb.Response(
-                id=rid, delete=pb.DeleteResponse(deleted=result.deleted, index=result.index)
-            )
+                id=rid, delete=pb.DeleteResponse(deleted=result.deleted, index=result.index))
 
-        self._write(request, data, self._done(request, respond, build))
+        self._write(data, self._done(request, respond, build))
 
     def _read(self, request, serializable, respond, read):
         if serializable:
             respond(read())
             return
-        self.node.read_barrier(self._done(request, respond, lambda _: read()))
+        self.server.read_barrier(self._done(request, respond, lambda _: read()))
 
     def _get(self, request, respond):
         key = request.get.key
         check_key(key)
         rid = request.id
+        state_machine = self.server.state_machine
 
         def read():
-            value = self.node.state_machine.get(key)
+            value = state_machine.get(key)
             if value is None:
                 return pb.Response(id=rid, get=pb.GetResponse(found=False))
             return pb.Response(id=rid, get=pb.GetResponse(found=True, value=value))
@@ -201,10 +214,11 @@ class KVService:
         if limit > MAX_RANGE_LIMIT:
             raise errors.InvalidArgument("range limit must be at most %d" % MAX_RANGE_LIMIT)
         rid = request.id
+        state_machine = self.server.state_machine
 
         def read():
             # One extra pair tells whether there is more.
-            pairs = self.node.state_machine.scan(r.start, r.end or None, r.prefix or None, limit + 1)
+            pairs = state_machine.scan(r.start, r.end or None, r.prefix or None, limit + 1)
             response = pb.Response(id=rid)
             response.range.more = len(pairs) > limit
             size = 0
@@ -220,22 +234,18 @@ class KVService:
 
         self._read(request, r.serializable, respond, read)
 
-    MEMBER_ACTIONS = ("list", "add", "promote", "remove", "transfer")
-
     def _member(self, request, respond):
         m = request.member
-        if m.action not in self.MEMBER_ACTIONS:
+        if m.action not in MEMBER_ACTIONS:
             raise errors.InvalidArgument(
-                "member action must be one of %s, not %r" % (", ".join(self.MEMBER_ACTIONS), m.action)
+                "member action must be one of %s, not %r" % (", ".join(MEMBER_ACTIONS), m.action)
             )
         if m.action != "list" and not m.node_id:
             raise errors.InvalidArgument("member %s needs a node id" % m.action)
         if m.action == "add":
             if not m.address:
                 raise errors.InvalidArgument("member add needs the new node's HOST:PORT")
-            host, sep, port = m.address.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise errors.InvalidArgument("address %r is not HOST:PORT" % m.address)
+            check_address(m.address)
         rid = request.id
 
         def build(members):
@@ -248,14 +258,15 @@ class KVService:
                 )
             return response
 
-        self.node.change_membership(
+        self.server.membership.change(
             m.action, m.node_id, m.address, m.learner, self._done(request, respond, build)
         )
 
     def _backup(self, request, respond):
         rid = request.id
         backup_id = request.backup.backup_id
-        backups = self.node.backups
+        server = self.server
+        backups = server.backups
 
         def chunk_response(bid):
             chunk, done, index = backups.next_chunk(bid)
@@ -272,26 +283,26 @@ class KVService:
                 respond(error_response(rid, error))
                 return
             try:
-                respond(chunk_response(backups.open(*self.node.replica.snapshot())))
+                respond(chunk_response(backups.open(*server.replica.snapshot())))
             except errors.GeoCacheError as e:
                 respond(error_response(rid, e))
 
         # Open it at a linearizable point: every write acknowledged before
         # the request is in the backup.
-        self.node.read_barrier(opened)
+        server.read_barrier(opened)
 
     def _status(self, request, respond):
-        s = self.node.status()
+        replica = self.server.replica
         respond(
             pb.Response(
                 id=request.id,
                 status=pb.StatusResponse(
-                    node_id=s["id"],
-                    role=s["role"],
-                    term=s["term"],
-                    leader_id=s["leader"] or "",
-                    commit_index=s["commit_index"],
-                    applied_index=s["applied_index"],
+                    node_id=replica.node_id,
+                    role=replica.role,
+                    term=replica.term,
+                    leader_id=replica.leader_id or "",
+                    commit_index=replica.commit_index,
+                    applied_index=replica.applied_index,
                 ),
             )
         )

@@ -23,18 +23,18 @@ I/O of InstallSnapshot (`geocachedb.snapshots`).
 """
 
 import heapq
-
-from twisted.logger import Logger
+import logging
 
 from geocachedb import errors
 from geocachedb.raft import confchange
 from geocachedb.raft import types as t
 from geocachedb.raft.core import RaftCore, check_message, snapshot_chunk, snapshot_flags
 from geocachedb.raft.types import CONF, LEADER, Message, RaftConfig, SnapshotMeta
+from geocachedb.server.deadlines import Deadlines
 from geocachedb.snapshots import MemorySnapshotStore, OutgoingSnapshot
 from geocachedb.storage.snapshot import SnapshotReader
 
-log = Logger()
+log = logging.getLogger("geocachedb.server")
 
 
 class _Incoming:
@@ -51,7 +51,7 @@ class _Incoming:
 
 class Replica:
     def __init__(self, node_id, voters, log, transport, state_machine, rng, config=None,
-                 snapshot_store=None, learners=(), addresses=None):
+                 snapshot_store=None, learners=(), addresses=None, deadlines=None):
         """``voters``/``learners`` bootstrap a new cluster; once the state
         machine has applied a CONF entry (or installed a snapshot) the
         configuration comes from there and from the log, and these are
@@ -60,7 +60,9 @@ class Replica:
         waits to hear from the leader.  ``snapshot_store`` spools incoming
         snapshots (`geocachedb.snapshots`; default: in memory, which loses a
         finished-but-uninstalled snapshot in a crash, so a node passes a
-        `FileSnapshotStore`)."""
+        `FileSnapshotStore`).  ``deadlines``: the server layer's clock and
+        timeouts (`geocachedb.server.deadlines`), which `tick` advances; the
+        replica's own waiters (reads, promotions) are on it too."""
         self.config = config or RaftConfig()
         self._log = log
         self._transport = transport
@@ -84,7 +86,7 @@ class Replica:
                 "the state machine (applied index %d) is ahead of the Raft log (last index %d) "
                 "and no completed snapshot is spooled: wipe this node's data and re-add it"
                 % (state_machine.applied_index, log.last_index()))
-        stored = getattr(state_machine, "configuration", lambda: None)()
+        stored = state_machine.configuration()
         if stored is not None:
             base = confchange.decode(stored)
             voters, learners, addresses = base.voters.voters, base.learners, base.addresses
@@ -96,7 +98,7 @@ class Replica:
             # A leader offered this snapshot: a node that joined with
             # nothing may vote as if it held the leader's log up to there.
             self.core.note_blank_floor(partial.term, partial.index)
-        self._ticks = 0
+        self.deadlines = deadlines if deadlines is not None else Deadlines()
         # Compaction never passes an index whose storage batch might still
         # be undone by an OS crash (LMDB without meta sync loses at most its
         # last batch): the index applied before the latest batch.
@@ -106,17 +108,18 @@ class Replica:
         self._senders = {}
         self._incoming = None
         self._transfer = None  # (target, callback, deadline tick, term)
-        # add_voter of a new node: node -> (callback, deadline tick), fired
-        # when its promotion is applied
-        self._promotions = {}
+        # add_voter of a new node: node -> callback, fired when its
+        # promotion is applied (the core promotes it: the one promotion path)
         self.promote_timeout_ticks = 20 * self.config.election_ticks
+        self._promotions = self.deadlines.queue(self.promote_timeout_ticks, self._promotion_expired)
         # index -> (term, callback) of proposals made here as leader
         self._proposals = {}
         self._seen_role_term = (self.core.role, self.core.term)
-        # read context -> (callback, deadline tick), waiting for a ReadState
-        self._reads = {}
-        # heap of (read index, seq, callback, deadline): confirmed, waiting
-        # for the state machine to catch up
+        # read context -> [callback, confirmed], until it is served or times
+        # out (``election_ticks``); confirmed ones also sit in the heap
+        # ``_reads_confirmed`` of (read index, seq, context), waiting for the
+        # state machine to catch up
+        self._reads = self.deadlines.queue(self.config.election_ticks, self._read_expired)
         self._reads_confirmed = []
         self._read_seq = 0
         self._processing = False
@@ -183,20 +186,23 @@ class Replica:
     # ------------------------------------------------------------- inputs --
 
     def tick(self):
-        self._ticks += 1
+        """One tick of the server layer's clock: the core's timers, then
+        every timeout due (`Deadlines.tick`)."""
         self.core.tick()
         self._check_leadership()
-        if self._reads or self._reads_confirmed:
-            self._expire_reads()
+        self.deadlines.tick()
         if self._senders:
             self._tick_senders()
-        if self._promotions:
-            for node_id, (callback, deadline) in sorted(self._promotions.items()):
-                if deadline <= self._ticks:
-                    del self._promotions[node_id]
-                    self._call(callback, None, errors.Unavailable(
-                        "%s was added as a learner but has not caught up yet; "
-                        "it is promoted when it does" % node_id))
+
+    def _promotion_expired(self, node_id, callback):
+        self._call(callback, None, errors.Unavailable(
+            "%s was added as a learner but has not caught up yet; "
+            "it is promoted when it does" % node_id))
+
+    def _read_expired(self, context, pending):
+        callback, confirmed = pending
+        self._call(callback, None, errors.Unavailable(
+            "read index not applied in time" if confirmed else "read not confirmed in time"))
 
     def receive(self, message):
         """Step a message from a peer.  Returns False (and drops it) when it
@@ -219,7 +225,7 @@ class Replica:
 
     def propose(self, data, callback):
         """Replicate ``data`` (an encoded Command); ``callback(result, error)``
-        fires exactly once (see the module docs of `geocachedb.replica`)."""
+        fires exactly once (see the module docs of `geocachedb.server.replica`)."""
         index = self.core.propose(data)
         if index is None:
             callback(None, errors.NotLeader(leader_id=self.core.lead or ""))
@@ -239,7 +245,7 @@ class Replica:
             # an election and retry.
             callback(None, errors.NotLeader("no leader known", leader_id=""))
             return
-        self._reads[context] = (callback, self._ticks + self.config.election_ticks)
+        self._reads.add(context, [callback, False])
 
     def propose_conf_change(self, kind, node_id, callback, address=None):
         """Change the membership by one node: ``kind`` is ``add_voter``,
@@ -264,7 +270,7 @@ class Replica:
         auto = kind == confchange.ADD_VOTER and node_id not in core.membership
         index, reason = core.propose_conf_change(kind, node_id, address)
         if index is not None and auto:
-            self._promotions[node_id] = (callback, self._ticks + self.promote_timeout_ticks)
+            self._promotions.add(node_id, callback)
             return
         if index is None:
             if isinstance(reason, confchange.ConfChangeBusy):
@@ -298,7 +304,7 @@ class Replica:
             return
         if self._transfer is not None:
             self._call(self._transfer[1], None, errors.Unavailable("superseded by another transfer"))
-        self._transfer = (target, callback, self._ticks + 2 * self.config.election_ticks, core.term)
+        self._transfer = (target, callback, self.deadlines.now + 2 * self.config.election_ticks, core.term)
 
     def compact(self, keep=None):
         """Compact the log now (the admin ``compact``/``snapshot``
@@ -324,9 +330,7 @@ class Replica:
         applied index it holds (read from the stream's own header, so the
         metadata always describes the bytes sent).  A state machine that
         keeps applied writes in memory (write-behind) flushes them first."""
-        flush = getattr(self._sm, "flush", None)
-        if flush is not None:
-            flush()
+        self._sm.flush()
         chunks = iter(self._sm.snapshot_chunks())
         try:
             first = next(chunks)
@@ -404,8 +408,7 @@ class Replica:
         if self._release_at is not None:
             # Once a later storage transaction made the installed snapshot
             # durable, the spooled copy is no longer needed.
-            durable = min(self._durable_applied,
-                          getattr(self._sm, "durable_index", self._durable_applied))
+            durable = min(self._durable_applied, self._sm.durable_index)
             if durable >= self._release_at:
                 self._release_at = None
                 self._store.release()
@@ -413,9 +416,9 @@ class Replica:
             for entry in entries:
                 if entry.kind == CONF:
                     config = confchange.decode(entry.data)
-                    for node_id in sorted(self._promotions):
+                    for node_id, callback in self._promotions.items():
                         if node_id in config.voters:
-                            callback, _ = self._promotions.pop(node_id)
+                            self._promotions.pop(node_id)
                             self._call(callback, confchange.members(config), None)
         proposals = self._proposals
         if not proposals:
@@ -439,7 +442,7 @@ class Replica:
         try:
             callback(result, error)
         except Exception:
-            log.failure("callback {callback!r} raised", callback=callback)
+            log.exception("callback %r raised", callback)
 
     def _check_leadership(self):
         """Fail proposals that can no longer be known to commit: this node
@@ -455,8 +458,7 @@ class Replica:
         if self._senders and core.role != LEADER:
             self._prune_senders()
         if self._promotions:
-            waiting, self._promotions = self._promotions, {}
-            for node_id, (callback, _) in sorted(waiting.items()):
+            for node_id, callback in sorted(self._promotions.clear()):
                 self._call(callback, None, errors.Unavailable(
                     "leadership lost before %s was promoted (it may be a learner now)" % node_id))
         if not self._proposals:
@@ -473,39 +475,28 @@ class Replica:
     def _settle_reads(self, read_states, applied):
         reads = self._reads
         for rs in read_states:
-            pending = reads.pop(rs.context, None)
-            if pending is None:
-                continue  # already timed out
-            callback, deadline = pending
+            pending = reads.get(rs.context)
+            if pending is None or pending[1]:
+                continue  # timed out, or confirmed already (a duplicate)
             if rs.rejected:
-                self._call(callback, None, errors.Unavailable("read not confirmed by a leader"))
+                reads.pop(rs.context)
+                self._call(pending[0], None, errors.Unavailable("read not confirmed by a leader"))
             elif rs.index <= applied:
-                self._call(callback, None, None)
+                reads.pop(rs.context)
+                self._call(pending[0], None, None)
             else:
+                pending[1] = True
                 self._read_seq += 1
-                heapq.heappush(self._reads_confirmed, (rs.index, self._read_seq, callback, deadline))
+                heapq.heappush(self._reads_confirmed, (rs.index, self._read_seq, rs.context))
 
     def _release_confirmed_reads(self, applied):
         heap = self._reads_confirmed
+        reads = self._reads
         while heap and heap[0][0] <= applied:
-            _, _, callback, _ = heapq.heappop(heap)
-            self._call(callback, None, None)
-
-    def _expire_reads(self):
-        now = self._ticks
-        expired = [ctx for ctx, (_, deadline) in self._reads.items() if deadline <= now]
-        for ctx in expired:
-            callback, _ = self._reads.pop(ctx)
-            self._call(callback, None, errors.Unavailable("read not confirmed in time"))
-        if self._reads_confirmed and any(item[3] <= now for item in self._reads_confirmed):
-            keep = []
-            for item in self._reads_confirmed:
-                if item[3] <= now:
-                    self._call(item[2], None, errors.Unavailable("read index not applied in time"))
-                else:
-                    keep.append(item)
-            heapq.heapify(keep)
-            self._reads_confirmed = keep
+            _, _, context = heapq.heappop(heap)
+            pending = reads.pop(context)
+            if pending is not None:  # else it timed out meanwhile
+                self._call(pending[0], None, None)
 
     # -------------------------------------------------- leadership transfer --
 
@@ -518,13 +509,13 @@ class Replica:
         elif core.role == LEADER and core.term == term:
             if core.lead_transferee is None:
                 error = "leadership transfer to %s was abandoned (not caught up in time)" % target
-            elif self._ticks >= deadline:
+            elif self.deadlines.now >= deadline:
                 error = "leadership transfer to %s timed out" % target
             else:
                 return
         elif core.lead is not None and core.lead != target:
             error = "%s became leader instead of %s" % (core.lead, target)
-        elif self._ticks >= deadline:
+        elif self.deadlines.now >= deadline:
             error = "leadership transfer to %s timed out" % target
         else:
             return  # between leaders: wait to hear from the new one
@@ -538,7 +529,7 @@ class Replica:
         durable in the state machine, persisted in the log, and not past a
         snapshot still being streamed (its follower continues from there)."""
         limit = min(self._durable_applied, self._log.last_index(), self.core.log.applied,
-                    getattr(self._sm, "durable_index", self._durable_applied))
+                    self._sm.durable_index)
         for sender in self._senders.values():
             limit = min(limit, sender.meta.index)
         return limit
@@ -566,9 +557,6 @@ class Replica:
             old.close()
         if core.role != LEADER:
             return
-        if getattr(self._sm, "snapshot_chunks", None) is None:
-            core.snapshot_failed(peer)
-            return
         # The storage's snapshot is consistent at the applied index in its
         # header, which is therefore the snapshot's index.
         index, chunks = self._open_snapshot()
@@ -579,14 +567,14 @@ class Replica:
             core.snapshot_failed(peer)
             return
         sender = OutgoingSnapshot(peer, core.term, meta, chunks,
-                                  self.config.snapshot_chunk_bytes, self._ticks)
+                                  self.config.snapshot_chunk_bytes, self.deadlines.now)
         self._senders[peer] = sender
         core.snapshot_sending(peer, meta.index)
-        log.info("sending snapshot {meta!r} to {peer}", meta=meta, peer=peer)
+        log.info("sending snapshot %r to %s", meta, peer)
         self._send_chunk(sender)
 
     def _send_chunk(self, sender):
-        sender.sent_at = self._ticks
+        sender.sent_at = self.deadlines.now
         self._transport.send(snapshot_chunk(sender.peer, self.core.id, sender.term, sender.meta,
                                             sender.offset, sender.data, sender.last))
 
@@ -598,7 +586,7 @@ class Replica:
             return
         if m.reject:
             self._drop_sender(m.frm)
-        elif sender.acked(m.commit, self._ticks):
+        elif sender.acked(m.commit, self.deadlines.now):
             self._send_chunk(sender)
 
     def _tick_senders(self):
@@ -606,12 +594,12 @@ class Replica:
         give_up = 2 * self.config.election_ticks
         for peer in sorted(self._senders):
             sender = self._senders[peer]
-            if self._ticks - sender.progress_at >= give_up:
+            if self.deadlines.now - sender.progress_at >= give_up:
                 # No progress for two election timeouts: the follower is
                 # gone.  A later heartbeat answer asks for a fresh snapshot.
                 self._drop_sender(peer)
                 self.core.snapshot_failed(peer)
-            elif self._ticks - sender.sent_at >= resend:
+            elif self.deadlines.now - sender.sent_at >= resend:
                 sender.resends += 1
                 self._send_chunk(sender)
 
@@ -674,7 +662,7 @@ class Replica:
             self._snapshot_resp(m, reject=True)
             return
         self.core.restore(inc.meta, inc.leader)
-        log.info("installed snapshot {meta!r} from {leader}", meta=inc.meta, leader=inc.leader)
+        log.info("installed snapshot %r from %s", inc.meta, inc.leader)
 
     def _abort_incoming(self):
         self._incoming = None
@@ -686,7 +674,7 @@ class Replica:
         try:
             self._sm.restore(self._store.chunks())
         except ValueError as e:
-            log.error("received snapshot {meta!r} is corrupt: {error}", meta=meta, error=e)
+            log.error("received snapshot %r is corrupt: %s", meta, e)
             self._store.release()
             return False
         if self._sm.applied_index != meta.index:
