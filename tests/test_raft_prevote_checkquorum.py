@@ -122,6 +122,19 @@ class CheckQuorumTests(SynchronousTestCase):
         net.tick("a")  # a's stale heartbeat is answered with term 2
         self.assertEqual((a.role, a.term), (t.FOLLOWER, 2))
 
+    def test_stale_leader_is_told_the_new_term_with_both_options_off(self):
+        # Without pre-vote and check-quorum the only other way the new term
+        # reaches a is a vote request, which a node that missed membership
+        # changes may never send it (simulator seed 21426, 3 nodes).
+        net = Network(["a", "b", "c"], check_quorum=False, pre_vote=False)
+        a = net.elect("a")
+        net.isolate("a")
+        net.tick("b", 30)
+        self.assertEqual(net.cores["b"].role, t.LEADER)
+        net.heal()
+        net.tick("a")
+        self.assertEqual((a.role, a.term), (t.FOLLOWER, net.cores["b"].term))
+
     def test_leader_that_stepped_down_answers_nothing_as_leader(self):
         net = Network(["a", "b", "c"])
         a = net.elect("a")

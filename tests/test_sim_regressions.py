@@ -12,6 +12,7 @@ checks that the simulator still finds it.
 from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb.raft import core
+from geocachedb.server.replica import Replica as ServerReplica
 from geocachedb.raft import types as t
 from geocachedb.testing import sim
 from geocachedb.testing.cluster import ClusterConfig
@@ -127,31 +128,34 @@ class RejectedVoteRestartsTimer(SynchronousTestCase):
         self.fail("the simulator no longer finds elections starved by stale candidates")
 
 
-class StaleTermIgnoredWithoutLease(SynchronousTestCase):
-    def test_simulator_still_finds_a_stale_leader_never_told(self):
-        # Put the bug back: answer a stale leader only with pre-vote or
-        # check-quorum on.
-        original = core.RaftCore._answer_stale_leader
+# A stale leader with pre-vote and check-quorum off was never told the new
+# term (seed 21426 found it).  Since the server core forwards requests the
+# simulator's schedule no longer reaches it within 1,000 seeds, so that bug
+# is pinned by a unit test instead:
+# test_raft_prevote_checkquorum.test_stale_leader_is_told_the_new_term_with_both_options_off.
 
-        def answer(self, m):
-            if self.config.check_quorum or self.config.pre_vote:
-                original(self, m)
 
-        self.patch(core.RaftCore, "_answer_stale_leader", answer)
-        # The seed that found it first drifted when tail batching changed
-        # the message schedule (2026-11-26); seed 1047 with both options
-        # off and write-behind finds it on today's core.
-        runs = [(21426, sim.SimConfig()), (1047, stale_leader_config())]
-        for seed, config in runs:
+class RemoveAcknowledgedFromAnUncommittedConfiguration(SynchronousTestCase):
+    """A stale leader whose own, not yet committed, removal of a node was in
+    its log answered a retried ``remove`` as already done; the new leader
+    never had it, and the "removed" node was powered off while still a
+    voter (seed 109, 3 nodes, both options off, write-behind)."""
+
+    def test_simulator_finds_it_when_put_back(self):
+        self.patch(ServerReplica, "conf_committed", lambda self: True)
+        config = stale_leader_config()
+        for seed in [109, *range(1000)]:
             result = sim.run_seed(seed, 3, config)
             if not result.ok:
-                self.assertEqual({v.kind for v in result.violations}, {"liveness"})
+                print("caught at seed %d" % seed)
+                self.assertLessEqual({v.kind for v in result.violations},
+                                     {"liveness", "membership-change-lost"})
                 return
-        self.fail("the simulator no longer finds a stale leader that is never told")
+        self.fail("the simulator no longer finds a removal acknowledged too early")
 
     def test_the_seed_that_finds_it_stays_clean(self):
-        result = sim.run_seed(1047, 3, stale_leader_config())
-        self.assertEqual(result.violations, [], sim.replay_command(1047, 3))
+        result = sim.run_seed(109, 3, stale_leader_config())
+        self.assertEqual(result.violations, [], sim.replay_command(109, 3))
 
 
 def stale_leader_config():

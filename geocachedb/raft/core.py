@@ -200,6 +200,12 @@ class RaftCore:
         base index when no CONF entry is in the log)."""
         return self._conf_index
 
+    @property
+    def conf_committed(self):
+        """Whether the configuration in force is committed (a leader's
+        newest CONF entry may still be lost in a stale term)."""
+        return self._conf_index <= self.log.committed
+
     def conf_at(self, index):
         """The configuration as of ``index`` (for a snapshot's metadata), or
         None when ``index`` precedes what the log still knows."""

@@ -163,6 +163,11 @@ class Replica:
         here (the newest in this node's log, possibly not yet committed)."""
         return confchange.members(self.core.membership)
 
+    def conf_committed(self):
+        """Whether `members()` is committed: only then does it say what
+        the cluster has agreed."""
+        return self.core.conf_committed
+
     def addresses(self):
         """``{node_id: address}`` recorded in the configuration in force
         (those given to `propose_conf_change` or at bootstrap)."""

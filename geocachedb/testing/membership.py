@@ -90,6 +90,8 @@ class Operator:
         self._generation = {}  # node -> times it was started to join (a stale
         # decommission of an earlier removal must not power off a rejoined node)
         self._handles = []
+        self._last_sent = {}  # node -> the last command sent about it
+        self._acked = {}  # node -> (kind, that command) when acknowledged
         kinds = [k for k in KINDS if self.config.weights.get(k, 0) > 0]
         self._kinds = kinds
         self._weights = [self.config.weights[k] for k in kinds]
@@ -117,6 +119,13 @@ class Operator:
     @property
     def idle(self):
         return self._busy is None
+
+    def acknowledged(self):
+        """``{node: kind}`` for each node whose last membership command was
+        acknowledged: the settled configuration must still show it (a
+        removed node out, an added or promoted one in)."""
+        return {node_id: kind for node_id, (kind, attempt) in self._acked.items()
+                if self._last_sent.get(node_id) is attempt}
 
     def _schedule(self):
         cfg = self.config
@@ -154,6 +163,7 @@ class Operator:
         via = self.via()
         self.trace("burst: %s %s via %s" % (kind, node_id, via.node_id))
         self.counts["burst"] = self.counts.get("burst", 0) + 1
+        self._last_sent[node_id] = ("burst", kind)
         via.handle(_request(kind, node_id), lambda response: self.trace(
             "burst %s %s: %s" % (kind, node_id, request_error(response))))
 
@@ -204,15 +214,18 @@ class Operator:
                 if kind == "remove" and "not a member" in str(error):
                     # An earlier attempt went through (its answer was lost
                     # with a leader): the node is out all the same.
+                    self._acked[node_id] = (kind, attempt)
                     self._removed(node_id)
             else:
                 self.trace("%s %s done: %s" % (kind, node_id, result))
                 self._busy = None
+                self._acked[node_id] = (kind, attempt)
                 if kind == "remove":
                     self._removed(node_id)
 
         via = self.via()
         self.trace("%s %s via %s" % (kind, node_id, via.node_id))
+        self._last_sent[node_id] = attempt
         via.handle(_request(kind, node_id), done)
         self._later(self.config.answer_timeout, self._no_answer, attempt)
         return True

@@ -277,7 +277,8 @@ class Simulation:
         for _ in range(3):
             before = len(history)
             first_id = history._next
-            self.workload.read_all(missing)
+            members = self.members() or []
+            self.workload.read_all(missing, [n.node_id for n in members if n.in_service])
             sched.run_until(sched.now + self.config.final_read_timeout,
                             stop=lambda: self.workload.idle)
             done = {op.key for op in history.operations()
@@ -305,6 +306,14 @@ class Simulation:
                     self._fail("acknowledged-write-lost",
                                "op %d acknowledged at index %d is not in %s's log"
                                % (op_id, index, node.node_id))
+        # Every acknowledged membership change still holds (nothing sent
+        # about that node since): a removed node is out, an added one in.
+        final = dict(self.operator.leader().replica.members())
+        for node_id, kind in sorted(self.operator.acknowledged().items()):
+            if (kind == "remove") == (node_id in final):
+                self._fail("membership-change-lost",
+                           "%s %s was acknowledged, but the settled configuration is %r"
+                           % (kind, node_id, sorted(final.items())))
         # Every state machine holds the same data (written out first: with
         # write-behind some of it is still in memory).
         for node in nodes:

@@ -79,10 +79,15 @@ class Workload:
         self.history = History()
         self.keys = [b"k%d" % n for n in range(self.config.keys)]
         self._clock = 0
+        self._targets = None  # the nodes clients are configured with; None: all in service
         self.clients = [SimClient(self, n) for n in range(self.config.clients)]
         self.acknowledged = []  # (index, data, op_id): writes a client saw succeed
         self.running = False
         self.counts = {"invoked": 0, "ok": 0, "unknown": 0, "failed": 0, "redirects": 0, "retries": 0}
+
+    def targets(self):
+        """The node ids a client connects to."""
+        return self._targets or self.cluster.client_targets()
 
     def stamp(self):
         self._clock += 1
@@ -106,12 +111,17 @@ class Workload:
             if client.pending is not None and client.node == node_id:
                 client.connection_lost()
 
-    def read_all(self, keys=None):
+    def read_all(self, keys=None, targets=None):
         """Issue one read of every key (the final check), each from a
-        client on a random node."""
+        client on a random node of `targets`: after healing, clients are
+        configured with the members, as an operator does after a change of
+        membership.  (A removed node left running may never learn of a
+        leader again; requests sent there wait for one and fail.)"""
+        if targets:
+            self._targets = list(targets)
         for n, key in enumerate(keys or self.keys):
             client = self.clients[n % len(self.clients)]
-            client.home = self.rng.choice(self.cluster.client_targets())
+            client.home = self.rng.choice(self.targets())
             client.invoke(GET, key)
 
 
@@ -124,7 +134,7 @@ class SimClient:
         # The node this client is connected to.  Everything is sent there;
         # a NotLeader refusal (the node could not forward) sends it on to
         # the leader, and the next operation starts from home again.
-        self.home = workload.rng.choice(workload.cluster.client_targets())
+        self.home = workload.rng.choice(workload.targets())
         self.node = self.home
         self.pending = None
         self.seq = 0
@@ -179,7 +189,7 @@ class SimClient:
         if kind != GET:
             request.client_id, request.seq, request.ack_floor = self.client_id, self.seq, self.seq
         if w.rng.random() < w.config.reconnect_probability:
-            self.home = w.rng.choice(w.cluster.client_targets())
+            self.home = w.rng.choice(w.targets())
         self.node = self.home
         op_id = w.history.invoke(self.number, kind, key, value, time=w.stamp())
         w.counts["invoked"] += 1
@@ -255,7 +265,7 @@ class SimClient:
         w.counts["redirects"] += 1
         pending.attempt += 1  # any answer to the old attempt is stale now
         w.scheduler.cancel(pending.retry)
-        ids = w.cluster.client_targets()
+        ids = w.targets()
         if leader_id is not None and leader_id in ids and leader_id != self.node:
             self.node = leader_id
             delay = w.rng.randint(1, 5)
@@ -297,7 +307,7 @@ class SimClient:
         pending = self.pending
         # Like a real client after a timeout or a broken connection:
         # reconnect, perhaps to another node.
-        self.home = w.rng.choice(w.cluster.client_targets())
+        self.home = w.rng.choice(w.targets())
         if pending.kind == GET:
             w.history.fail(pending.op_id)
             w.counts["failed"] += 1
