@@ -23,7 +23,7 @@ import txaio.aio
 from geocachedb import errors
 from geocachedb.bench import etcd_wire
 from geocachedb.client.asyncio_client import _Connection
-from geocachedb.client.core import parse_address
+from geocachedb.net import parse_address
 from geocachedb.wire import geocache_pb2 as pb
 
 PROTOCOLS = ("geocache", "etcd")

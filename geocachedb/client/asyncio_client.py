@@ -14,6 +14,7 @@ import txaio.aio
 from geocachedb import errors
 from geocachedb.client.core import ClientCore
 from geocachedb.client.session import Session
+from geocachedb.net import format_address, set_socket_no_delay
 
 
 class _Connection(asyncio.Protocol):
@@ -26,11 +27,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            import socket
-
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_socket_no_delay(transport.get_extra_info("socket"))
 
     def data_received(self, data):
         if not self.core.data_received(data):
@@ -65,9 +62,9 @@ class AsyncioClient(Session):
                 lambda: _Connection(api, self.max_frame), host, port
             )
         except ConnectionRefusedError:
-            raise errors.Unavailable("cannot connect to %s:%d: connection refused" % (host, port)) from None
+            raise errors.Unavailable("cannot connect to %s: connection refused" % format_address(host, port)) from None
         except OSError as e:
-            raise errors.Unavailable("cannot connect to %s:%d: %s" % (host, port, e.strerror or e)) from None
+            raise errors.Unavailable("cannot connect to %s: %s" % (format_address(host, port), e.strerror or e)) from None
         return conn
 
     async def _bounded(self, awaitable, seconds):

@@ -14,17 +14,10 @@ import struct
 
 from geocachedb import errors
 from geocachedb.limits import MAX_FRAME_SIZE
+from geocachedb.net import parse_address  # noqa: F401  (imported from here by node/peers.py)
 from geocachedb.wire import geocache_pb2 as pb
 
 _LENGTH = struct.Struct(">I")
-
-
-def parse_address(address):
-    """``"127.0.0.1:50051"`` -> ("127.0.0.1", 50051)."""
-    host, sep, port = str(address).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError("address %r is not HOST:PORT" % (address,))
-    return host.strip("[]"), int(port)
 
 
 def build_request(kind, key=b"", value=b"", serializable=False, **extra):

@@ -16,7 +16,8 @@ runs them with ``ensureDeferred``, asyncio as tasks.  A flavour supplies
 import time
 
 from geocachedb import errors
-from geocachedb.client.core import WriteSequencer, build_request, check_bytes, parse_address, result_of
+from geocachedb.client.core import WriteSequencer, build_request, check_bytes, result_of
+from geocachedb.net import format_address, parse_address
 
 WRITES = ("put", "delete")
 
@@ -55,8 +56,7 @@ class Session:
     # ---------------------------------------------------------- internals
 
     def _address_label(self, index=None):
-        host, port = self.addresses[self._current if index is None else index]
-        return "%s:%d" % (host, port)
+        return format_address(*self.addresses[self._current if index is None else index])
 
     async def _connection(self, remaining):
         if self._conn is not None and self._conn.core.closed_reason is None:

@@ -17,7 +17,7 @@ from geocachedb import errors
 from geocachedb.client.core import ClientCore, build_request, check_bytes, result_of
 from geocachedb.client.session import Session
 from geocachedb.limits import MAX_FRAME_SIZE
-from geocachedb.node.listener import set_no_delay
+from geocachedb.net import format_address, set_no_delay
 
 
 class GeoCacheClientProtocol(protocol.Protocol):
@@ -98,7 +98,7 @@ def describe_connect_error(host, port, failure):
         text = "unknown host"
     else:
         text = reason.__class__.__name__ if not str(reason) else str(reason).strip()
-    return errors.Unavailable("cannot connect to %s:%d: %s" % (host, port, text))
+    return errors.Unavailable("cannot connect to %s: %s" % (format_address(host, port), text))
 
 
 class TwistedClient(Session):
@@ -112,7 +112,9 @@ class TwistedClient(Session):
         super().__init__(addresses, txaio.tx.with_config(reactor), timeout)
 
     def _open(self, host, port):
-        endpoint = endpoints.TCP4ClientEndpoint(self.reactor, host, port, timeout=max(1, int(self.timeout)))
+        # An IPv6 literal (parsed from "[::1]:port") needs the TCP6 endpoint.
+        make = endpoints.TCP6ClientEndpoint if ":" in host else endpoints.TCP4ClientEndpoint
+        endpoint = make(self.reactor, host, port, timeout=max(1, int(self.timeout)))
         d = endpoints.connectProtocol(endpoint, GeoCacheClientProtocol(self.reactor))
         d.addErrback(lambda f: defer.fail(describe_connect_error(host, port, f)))
         return d
