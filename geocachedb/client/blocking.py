@@ -10,10 +10,14 @@ and their requests share one pipelined connection.
 """
 
 import asyncio
+import hashlib
+import os
 import threading
 
 from geocachedb import errors
 from geocachedb.client.asyncio_client import AsyncioClient
+from geocachedb.limits import RESERVED_PREFIX
+from geocachedb.snapshot_format import SnapshotReader
 
 
 class BlockingClient:
@@ -55,11 +59,6 @@ class BlockingClient:
         """Write a consistent backup to ``path`` (the snapshot stream, which
         carries a CRC32); verified before it is moved into place.  Returns
         ``(applied_index, keys, sha256 hex)``."""
-        import hashlib
-        import os
-
-        from geocachedb.storage.snapshot import SnapshotReader
-
         tmp = path + ".part"
         digest = hashlib.sha256()
         with open(tmp, "wb") as f:
@@ -78,8 +77,6 @@ class BlockingClient:
                     if not data:
                         return
                     yield data
-
-        from geocachedb.sessions import RESERVED_PREFIX
 
         # Reading it all checks the CRC; the count is of user keys only.
         keys = sum(1 for k, _ in SnapshotReader(chunks()).items() if not k.startswith(RESERVED_PREFIX))
