@@ -1,5 +1,6 @@
 """The layers keep to their side: the client library imports no server
-module, so it can be installed and imported without them.
+module, so it can be installed and imported without them; and no two parts
+of geocachedb (its top-level modules and packages) import each other.
 
 Two checks, because either alone misses something: importing every
 `geocachedb.client` module in a fresh interpreter sees what really loads
@@ -107,6 +108,49 @@ def reachable_from(roots):
     return seen
 
 
+def all_modules():
+    names = []
+    for folder, _, files in os.walk(PACKAGE):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                name = os.path.relpath(os.path.join(folder, f), ROOT)[: -len(".py")].replace(os.sep, ".")
+                names.append(name[: -len(".__init__")] if name.endswith(".__init__") else name)
+    return sorted(names)
+
+
+def part_of(name):
+    """The top-level part of geocachedb a module belongs to:
+    geocachedb.node.peers -> geocachedb.node, geocachedb.tap -> itself."""
+    return ".".join(name.split(".")[:2])
+
+
+def part_cycles():
+    """Import cycles between the parts of geocachedb, as lists of edges
+    ``(importer, imported, by module)``."""
+    edges = {}
+    for name in all_modules():
+        for imported in imported_names(module_path(name), name):
+            a, b = part_of(name), part_of(imported)
+            if a != b and b != "geocachedb":
+                edges.setdefault(a, {}).setdefault(b, name)
+    cycles = []
+
+    def walk(path):
+        for nxt, by in sorted(edges.get(path[-1][1], {}).items()):
+            if nxt == path[0][0]:
+                cycles.append(path + [(path[-1][1], nxt, by)])
+            elif nxt > path[0][0] and nxt not in [p[1] for p in path]:
+                walk(path + [(path[-1][1], nxt, by)])
+
+    for start in sorted(edges):
+        for nxt, by in sorted(edges[start].items()):
+            if nxt == start:
+                continue
+            if nxt > start:
+                walk([(start, nxt, by)])
+    return cycles
+
+
 class ClientLayerTests(SynchronousTestCase):
     def test_importing_every_client_module_loads_no_server_module(self):
         modules = client_modules()
@@ -136,3 +180,15 @@ class ClientLayerTests(SynchronousTestCase):
         # only inside makeService).
         reached = reachable_from(["geocachedb.tap"])
         self.assertIn("geocachedb.node.node", reached)
+
+
+class CycleTests(SynchronousTestCase):
+    def test_no_two_parts_of_geocachedb_import_each_other(self):
+        # For example bench -> harness -> client is fine; harness -> bench
+        # (for procstat) with bench -> harness was a cycle, and so was
+        # client -> node (for set_no_delay) with node -> client (to join).
+        described = [
+            cycle[0][0] + "".join(" -> %s (imported in %s)" % (b, by) for _, b, by in cycle)
+            for cycle in part_cycles()
+        ]
+        self.assertEqual(described, [])
