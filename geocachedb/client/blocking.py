@@ -40,6 +40,9 @@ class BlockingClient:
             future.cancel()
             raise errors.Unavailable("timed out after %.1fs" % self.timeout) from None
 
+    def connect(self) -> None:
+        return self._run(self._client.connect(), timeout=self.timeout * len(self._client.addresses))
+
     def get(self, key: bytes, serializable: bool = False) -> "bytes | None":
         return self._run(self._client.get(key, serializable))
 

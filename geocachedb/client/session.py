@@ -90,6 +90,27 @@ class Session:
                 return
         self._current = (self._current + 1) % len(self.addresses)
 
+    async def connect(self):
+        """Open a connection now instead of at the first call: each address
+        is tried once, in order, until one accepts (within the client's
+        timeout each); raises errors.Unavailable, naming the last address
+        tried and why, when none does."""
+        if self._closed:
+            raise errors.Unavailable("client is closed")
+        last_error = None
+        for _ in range(len(self.addresses)):
+            try:
+                await self._connection(self.timeout)
+                return
+            except errors.Unavailable as e:
+                last_error = e
+            except TimeoutError:
+                last_error = errors.Unavailable(
+                    "cannot connect to %s: no answer within %gs" % (self._address_label(), self.timeout)
+                )
+            self._move_on()
+        raise last_error
+
     async def call(self, kind, key=b"", value=b"", **extra):
         if self._closed:
             raise errors.Unavailable("client is closed")

@@ -127,6 +127,9 @@ class TwistedClient(Session):
         except defer.TimeoutError:
             raise TimeoutError() from None
 
+    def connect(self):
+        return defer.ensureDeferred(Session.connect(self))
+
     def get(self, key, serializable=False):
         return defer.ensureDeferred(Session.get(self, key, serializable))
 
