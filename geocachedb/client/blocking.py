@@ -38,25 +38,28 @@ class BlockingClient:
             return future.result((timeout or self.timeout) + 1.0)
         except TimeoutError:
             future.cancel()
-            raise errors.Unavailable("timed out after %.1fs" % self.timeout) from None
+            raise errors.Unavailable("timed out after %.1fs" % (timeout or self.timeout)) from None
 
     def connect(self) -> None:
         return self._run(self._client.connect(), timeout=self.timeout * len(self._client.addresses))
 
-    def get(self, key: bytes, serializable: bool = False) -> "bytes | None":
-        return self._run(self._client.get(key, serializable))
+    # ``timeout``: seconds for this call, retries and failover included
+    # (default: the client's).
 
-    def put(self, key: bytes, value: bytes) -> None:
-        return self._run(self._client.put(key, value))
+    def get(self, key: bytes, serializable: bool = False, timeout=None) -> "bytes | None":
+        return self._run(self._client.get(key, serializable, timeout), timeout)
 
-    def delete(self, key: bytes) -> bool:
-        return self._run(self._client.delete(key))
+    def put(self, key: bytes, value: bytes, timeout=None) -> None:
+        return self._run(self._client.put(key, value, timeout), timeout)
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return self._run(self._client.range(start, end, prefix, limit, serializable))
+    def delete(self, key: bytes, timeout=None) -> bool:
+        return self._run(self._client.delete(key, timeout), timeout)
 
-    def status(self):
-        return self._run(self._client.status())
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return self._run(self._client.range(start, end, prefix, limit, serializable, timeout), timeout)
+
+    def status(self, timeout=None):
+        return self._run(self._client.status(timeout), timeout)
 
     def backup(self, path):
         """Write a consistent backup to ``path`` (the snapshot stream, which
@@ -86,20 +89,20 @@ class BlockingClient:
         os.replace(tmp, path)
         return index, keys, digest.hexdigest()
 
-    def members(self):
-        return self._run(self._client.members())
+    def members(self, timeout=None):
+        return self._run(self._client.members(timeout), timeout)
 
-    def add_member(self, node_id, address, learner=False):
-        return self._run(self._client.add_member(node_id, address, learner))
+    def add_member(self, node_id, address, learner=False, timeout=None):
+        return self._run(self._client.add_member(node_id, address, learner, timeout), timeout)
 
-    def promote_member(self, node_id):
-        return self._run(self._client.promote_member(node_id))
+    def promote_member(self, node_id, timeout=None):
+        return self._run(self._client.promote_member(node_id, timeout), timeout)
 
-    def remove_member(self, node_id):
-        return self._run(self._client.remove_member(node_id))
+    def remove_member(self, node_id, timeout=None):
+        return self._run(self._client.remove_member(node_id, timeout), timeout)
 
-    def transfer_leader(self, node_id):
-        return self._run(self._client.transfer_leader(node_id))
+    def transfer_leader(self, node_id, timeout=None):
+        return self._run(self._client.transfer_leader(node_id, timeout), timeout)
 
     def close(self):
         if self._closed:

@@ -26,7 +26,9 @@ class GeoCacheClientProtocol(protocol.Protocol):
     max_frame = MAX_FRAME_SIZE
 
     def __init__(self, reactor=None):
-        self.core = ClientCore(txaio.tx.with_config(reactor), self._write, self.max_frame)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.core = ClientCore(txaio.tx.with_config(reactor), self._write, self.max_frame, clock=reactor.seconds)
         self.lost = defer.Deferred()
 
     def _write(self, data):
@@ -48,7 +50,7 @@ class GeoCacheClientProtocol(protocol.Protocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def _call(self, kind, key=b"", value=b"", **extra):
+    def _call(self, kind, key=b"", value=b"", timeout=None, **extra):
         try:
             if kind in ("get", "put", "delete"):
                 check_bytes("key", key)
@@ -57,23 +59,30 @@ class GeoCacheClientProtocol(protocol.Protocol):
             request = build_request(kind, key, value, **extra)
         except (TypeError, ValueError) as e:
             return defer.fail(e)
-        d = self.core.call_write(request) if kind in ("put", "delete") else self.core.call(request)
+        if kind in ("put", "delete"):
+            d = self.core.call_write(request, timeout)
+        else:
+            d = self.core.call(request, timeout)
         return d.addCallback(lambda response: result_of(kind, response))
 
-    def get(self, key, serializable=False):
-        return self._call("get", key, serializable=serializable)
+    # ``timeout``: seconds to wait for the answer (default: no limit); then
+    # the Deferred fails with TimeoutError.
 
-    def put(self, key, value):
-        return self._call("put", key, value)
+    def get(self, key, serializable=False, timeout=None):
+        return self._call("get", key, serializable=serializable, timeout=timeout)
 
-    def delete(self, key):
-        return self._call("delete", key)
+    def put(self, key, value, timeout=None):
+        return self._call("put", key, value, timeout=timeout)
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return self._call("range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable)
+    def delete(self, key, timeout=None):
+        return self._call("delete", key, timeout=timeout)
 
-    def status(self):
-        return self._call("status")
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return self._call("range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable,
+                          timeout=timeout)
+
+    def status(self, timeout=None):
+        return self._call("status", timeout=timeout)
 
 
 class GeoCacheClientFactory(protocol.ClientFactory):
@@ -127,35 +136,40 @@ class TwistedClient(Session):
         except defer.TimeoutError:
             raise TimeoutError() from None
 
+    # Session's coroutines as Deferreds; every call takes ``timeout=``.
+
     def connect(self):
         return defer.ensureDeferred(Session.connect(self))
 
-    def get(self, key, serializable=False):
-        return defer.ensureDeferred(Session.get(self, key, serializable))
+    def get(self, key, serializable=False, timeout=None):
+        return defer.ensureDeferred(Session.get(self, key, serializable, timeout))
 
-    def put(self, key, value):
-        return defer.ensureDeferred(Session.put(self, key, value))
+    def put(self, key, value, timeout=None):
+        return defer.ensureDeferred(Session.put(self, key, value, timeout))
 
-    def delete(self, key):
-        return defer.ensureDeferred(Session.delete(self, key))
+    def delete(self, key, timeout=None):
+        return defer.ensureDeferred(Session.delete(self, key, timeout))
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable))
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable, timeout))
 
-    def status(self):
-        return defer.ensureDeferred(Session.status(self))
+    def status(self, timeout=None):
+        return defer.ensureDeferred(Session.status(self, timeout))
 
-    def members(self):
-        return defer.ensureDeferred(Session.members(self))
+    def backup(self, write, timeout=None):
+        return defer.ensureDeferred(Session.backup(self, write, timeout))
 
-    def add_member(self, node_id, address, learner=False):
-        return defer.ensureDeferred(Session.add_member(self, node_id, address, learner))
+    def members(self, timeout=None):
+        return defer.ensureDeferred(Session.members(self, timeout))
 
-    def promote_member(self, node_id):
-        return defer.ensureDeferred(Session.promote_member(self, node_id))
+    def add_member(self, node_id, address, learner=False, timeout=None):
+        return defer.ensureDeferred(Session.add_member(self, node_id, address, learner, timeout))
 
-    def remove_member(self, node_id):
-        return defer.ensureDeferred(Session.remove_member(self, node_id))
+    def promote_member(self, node_id, timeout=None):
+        return defer.ensureDeferred(Session.promote_member(self, node_id, timeout))
 
-    def transfer_leader(self, node_id):
-        return defer.ensureDeferred(Session.transfer_leader(self, node_id))
+    def remove_member(self, node_id, timeout=None):
+        return defer.ensureDeferred(Session.remove_member(self, node_id, timeout))
+
+    def transfer_leader(self, node_id, timeout=None):
+        return defer.ensureDeferred(Session.transfer_leader(self, node_id, timeout))
