@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from geocachedb.testing.processes import Cluster
+from geocachedb.harness.processes import Cluster
 
 BIN = os.path.dirname(sys.executable)
 

@@ -18,7 +18,7 @@ import time
 
 from geocachedb import errors
 from geocachedb.client import BlockingClient
-from geocachedb.testing.processes import Cluster
+from geocachedb.harness.processes import Cluster
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from geocachedb.testing.processes import Cluster
+from geocachedb.harness.processes import Cluster
 
 BIN = os.path.dirname(sys.executable)
 

@@ -19,8 +19,8 @@ that client could then apply twice.
 
 import struct
 
-# User keys may not start with this; scans hide it.
-RESERVED_PREFIX = b"\x00\x00geocache/"
+from geocachedb.limits import RESERVED_PREFIX
+
 SESSION_PREFIX = RESERVED_PREFIX + b"session/"
 MAX_SESSIONS = 10000
 MAX_RESULTS_PER_SESSION = 4096

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from geocachedb import storage
 from geocachedb.limits import MAX_FRAME_SIZE, MAX_VALUE_SIZE
+from geocachedb.net import format_address, parse_address
 
 log = Logger()
 
@@ -33,12 +34,15 @@ def parse_peers(text):
             node_id, sep, addr = item.partition(":")
             if not sep:
                 raise usage.UsageError("--peers: %r is not ID=HOST:PORT" % item)
-        host, sep, port = addr.rpartition(":")
-        if not node_id or not sep or not host or not port.isdigit():
+        try:
+            host, port = parse_address(addr)
+        except ValueError:
+            host = None
+        if not node_id or host is None:
             raise usage.UsageError("--peers: %r is not ID=HOST:PORT" % item)
         if node_id in peers:
             raise usage.UsageError("--peers: %s is listed twice" % node_id)
-        peers[node_id] = "%s:%s" % (host, port)
+        peers[node_id] = format_address(host, port)
     return peers
 
 
@@ -92,6 +96,12 @@ class Options(usage.Options):
                 "--storage must be one of %s" % ", ".join(sorted(storage.BACKENDS))
             )
         self["peers"] = parse_peers(self["peers"])
+        for name in ("advertise", "join"):
+            if self[name]:
+                try:
+                    self[name] = format_address(*parse_address(self[name]))
+                except ValueError as e:
+                    raise usage.UsageError("--%s: %s" % (name, e)) from None
         if self["restore"] and (self["peers"] or self["join"]):
             raise usage.UsageError("--restore starts a new one-node cluster: no --peers or --join (others join it afterwards)")
         if self["restore"] and not os.path.isfile(self["restore"]):

@@ -554,6 +554,16 @@ class CommandTests(ShellHarness, unittest.TestCase):
         self.assertIn("node9 is not a member", out)
 
     @defer.inlineCallbacks
+    def test_add_member_refuses_an_address_that_is_not_host_port(self):
+        calls = len(self.node.calls)
+        for bad in (b"127.0.0.1", b"127.0.0.1:port", b"::1:50054", b"127.0.0.1:70000"):
+            out = yield self.cmd(b"add-member node4 " + bad)
+            self.assertIn("is not HOST:PORT", out)
+        self.assertEqual(len(self.node.calls), calls)  # nothing reached the node
+        yield self.cmd(b"add-member node4 [::1]:50054")
+        self.assertEqual(self.node.calls[-1][2]["address"], "[::1]:50054")
+
+    @defer.inlineCallbacks
     def test_snapshot_and_compact(self):
         out = yield self.cmd(b"snapshot")
         self.assertEqual(out, "log compacted through index 30\r\n")

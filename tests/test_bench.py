@@ -17,7 +17,7 @@ from geocachedb.bench.cli import PERCENTILES
 from geocachedb.bench.compare import format_level
 from geocachedb.bench.etcd_cluster import EtcdCluster, find_etcd
 from geocachedb.bench.load import make_key
-from geocachedb.testing.processes import NodeProcess, free_port
+from geocachedb.harness.processes import NodeProcess, free_port
 
 BENCH = [sys.executable, "-m", "geocachedb.bench.cli"]
 

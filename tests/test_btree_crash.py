@@ -29,7 +29,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from geocachedb.storage import snapshot
+from geocachedb import snapshot_format
 from geocachedb.storage.btree import BTreeStorage
 from geocachedb.storage.btree.check import check_file
 from geocachedb.storage.btree.node import PAGE_SIZE, decode_meta
@@ -80,7 +80,7 @@ def child(directory, seed):
         i += 1
         kind, puts, deletes = make_batch(seed, i)
         if kind == "snapshot":
-            store.snapshot_in(snapshot.encode(i, puts))
+            store.snapshot_in(snapshot_format.encode(i, puts))
         else:
             store.apply_batch(puts, deletes, i)
         sys.stdout.write("%d\n" % i)
@@ -206,7 +206,7 @@ class PowerLossTests(SynchronousTestCase):
             txn = store._pager.txn + 1
             try:
                 if kind == "snapshot":
-                    store.snapshot_in(snapshot.encode(i, puts))
+                    store.snapshot_in(snapshot_format.encode(i, puts))
                 else:
                     store.apply_batch(puts, deletes, i)
             except _PowerLoss:
@@ -228,7 +228,7 @@ class PowerLossTests(SynchronousTestCase):
                     self.assertEqual(store.applied_index(), i - 1)
                     self.assertEqual(state, sorted(model.items()))
                     if kind == "snapshot":
-                        store.snapshot_in(snapshot.encode(i, puts))
+                        store.snapshot_in(snapshot_format.encode(i, puts))
                     else:
                         store.apply_batch(puts, deletes, i)
             finally:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from geocachedb.storage import snapshot
+from geocachedb import snapshot_format
 from geocachedb.storage.btree import BTreeStorage
 from geocachedb.storage.btree.node import MAX_KEY
 
@@ -144,7 +144,7 @@ class BTreeAgainstDict(RuleBasedStateMachine):
         self.model[key] = value  # puts first, then deletes
         for k in doomed:
             self.model.pop(k, None)
-        reader = snapshot.SnapshotReader(chunks)
+        reader = snapshot_format.SnapshotReader(chunks)
         self.assertEqual(list(reader.items()), before)
 
     @precondition(lambda self: len(self.snapshots) < 3)
@@ -160,7 +160,7 @@ class BTreeAgainstDict(RuleBasedStateMachine):
     @rule(which=st.integers(0, 2))
     def finish_a_kept_snapshot(self, which):
         chunks, read, expected, applied = self.snapshots.pop(which % len(self.snapshots))
-        reader = snapshot.SnapshotReader(read + list(chunks))
+        reader = snapshot_format.SnapshotReader(read + list(chunks))
         self.assertEqual(list(reader.items()), expected)
         self.assertEqual(reader.applied_index, applied)
 
@@ -169,7 +169,7 @@ class BTreeAgainstDict(RuleBasedStateMachine):
         rng = random.Random(seed)
         new = {pool_key(i): seeded_value(rng) for i in rng.sample(range(POOL), rng.randrange(0, 200))}
         self.applied += 1
-        self.store.snapshot_in(snapshot.encode(self.applied, sorted(new.items())))
+        self.store.snapshot_in(snapshot_format.encode(self.applied, sorted(new.items())))
         self.model = new
 
     @rule()

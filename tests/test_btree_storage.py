@@ -10,7 +10,8 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from geocachedb.storage import open_storage, snapshot
+from geocachedb import snapshot_format
+from geocachedb.storage import open_storage
 from geocachedb.storage.btree import (
     BTreeStorage,
     FileLockedError,
@@ -185,7 +186,7 @@ class SnapshotTests(_Store, SynchronousTestCase):
                 8 + i,
             )
         held = self.store.stats()["free_pages"]
-        reader = snapshot.SnapshotReader(iter([first] + list(chunks)))
+        reader = snapshot_format.SnapshotReader(iter([first] + list(chunks)))
         self.assertEqual(list(reader.items()), sorted(items.items()))
         self.assertEqual(reader.applied_index, 7)
         self.assertEqual(self.store._pager._readers, [])
@@ -238,11 +239,11 @@ class SnapshotTests(_Store, SynchronousTestCase):
         before = self.file_pages()
         rng = random.Random(6)
         big = sorted((b"new%06d" % i, rng.randbytes(300)) for i in range(5000))
-        blob = b"".join(snapshot.encode(99, big))
+        blob = b"".join(snapshot_format.encode(99, big))
         flipped = bytearray(blob)
         flipped[-20] ^= 1  # caught by the checksum at the very end
-        unsorted = b"".join(snapshot.encode(99, big[:100] + big[:1]))
-        too_long = b"".join(snapshot.encode(99, [(b"x" * (MAX_KEY + 1), b"")]))
+        unsorted = b"".join(snapshot_format.encode(99, big[:100] + big[:1]))
+        too_long = b"".join(snapshot_format.encode(99, [(b"x" * (MAX_KEY + 1), b"")]))
         for bad in (bytes(flipped), unsorted, too_long):
             self.assertRaises(ValueError, self.store.snapshot_in, [bad])
             self.assertEqual(self.store.applied_index(), 7)

@@ -27,7 +27,8 @@ class WheelTests(SynchronousTestCase):
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
         for package in ("geocachedb/raft/core.py", "geocachedb/wal/log.py", "geocachedb/admin/shell.py",
-                        "geocachedb/storage/btree/__init__.py", "geocachedb/wire/geocache_pb2.py"):
+                        "geocachedb/storage/btree/__init__.py", "geocachedb/wire/geocache_pb2.py",
+                        "geocachedb/harness/processes.py", "geocachedb/net.py", "geocachedb/snapshot_format.py"):
             self.assertIn(package, names)
         self.assertIn("geocache-cli = geocachedb.client.cli:main", entry_points)
         self.assertIn("geocache-bench = geocachedb.bench.cli:main", entry_points)

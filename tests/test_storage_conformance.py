@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 
 from geocachedb import storage
 from geocachedb.interfaces import IStorage
-from geocachedb.storage import snapshot
+from geocachedb import snapshot_format
 
 PERSISTENT = {"memory": False}  # every other backend must survive reopen
 
@@ -175,7 +175,7 @@ class StorageContract:
         self.store.apply_batch([(b"a", b"1"), (b"b", b"2")], [], 3)
         chunks = self.store.snapshot_out()
         self.store.apply_batch([(b"c", b"3")], [b"a"], 4)
-        reader = snapshot.SnapshotReader(chunks)
+        reader = snapshot_format.SnapshotReader(chunks)
         self.assertEqual(list(reader.items()), [(b"a", b"1"), (b"b", b"2")])
         self.assertEqual(reader.applied_index, 3)
 

@@ -29,8 +29,11 @@ class PeersOptionTests(SynchronousTestCase):
         self.assertEqual(tap.parse_peers(""), {})
 
     def test_bad_peers_are_usage_errors(self):
-        for bad in ("node2", "node2=127.0.0.1", "node2=:5", "a=h:1,a=h:2", "=h:1"):
+        for bad in ("node2", "node2=127.0.0.1", "node2=:5", "a=h:1,a=h:2", "=h:1", "node2=::1:5", "node2=h:0"):
             self.assertRaises(usage.UsageError, tap.parse_peers, bad)
+
+    def test_ipv6_peers_keep_their_brackets(self):
+        self.assertEqual(tap.parse_peers("node2=[::1]:50052"), {"node2": "[::1]:50052"})
 
 
 class OptionsTests(SynchronousTestCase):
@@ -63,6 +66,13 @@ class OptionsTests(SynchronousTestCase):
         config = tap.build_node_config(o)
         self.assertEqual(config.tick_seconds, 0.05)
         self.assertEqual(config.election_ticks, 10)
+
+    def test_advertise_and_join_must_be_host_port(self):
+        for option in ("--advertise", "--join"):
+            for bad in ("127.0.0.1", "h:port", "::1:5"):
+                self.assertRaises(usage.UsageError, self.parse, option, bad)
+        self.assertEqual(self.parse("--advertise", "[::1]:7001")["advertise"], "[::1]:7001")
+        self.assertEqual(self.parse("--join", "127.0.0.1:7001")["join"], "127.0.0.1:7001")
 
     def test_advertised_address_comes_from_the_listen_port(self):
         o = self.parse("--listen", "tcp:7001:interface=127.0.0.1")

@@ -4,9 +4,8 @@ Each command is a function ``run(ctx, args)`` registered in `COMMANDS` with
 the `command` decorator, together with its usage line, a one-line summary
 for ``help`` and a longer description for ``help CMD`` (see
 `geocachedb.admin.dispatch` for the contract).  Commands talk to the node
-only through `geocachedb.interfaces.INodeControl` (``ctx.node``).  Adding
-one later (transfer-leader, add-member, remove-member, promote, snapshot,
-compact) is one decorated function here.
+only through `geocachedb.interfaces.INodeControl` (``ctx.node``).  A new
+command is one more decorated function here.
 """
 
 from twisted.internet import defer
@@ -21,6 +20,7 @@ from geocachedb.admin.dispatch import (
     unknown_command,
 )
 from geocachedb.admin.quoting import quote
+from geocachedb.net import format_address, parse_address
 
 COMMANDS = CommandTable()
 command = COMMANDS.command
@@ -334,7 +334,13 @@ def _add_member(ctx, args):
         if _text(args[2]) != "--learner":
             raise UsageError("the third word may only be --learner")
         learner = True
-    d = defer.maybeDeferred(ctx.node.add_member, _text(args[0]), _text(args[1]), learner)
+    try:
+        # Checked here: the node takes the address as it is into the
+        # replicated configuration, where every peer will dial it.
+        address = format_address(*parse_address(_text(args[1])))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    d = defer.maybeDeferred(ctx.node.add_member, _text(args[0]), address, learner)
     return d.addCallback(_members_line)
 
 

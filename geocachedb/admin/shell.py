@@ -27,6 +27,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 
 from geocachedb.admin import commands, dispatch, telnet
+from geocachedb.net import describe_peer
 
 log = Logger(namespace="geocachedb.admin")
 
@@ -37,13 +38,6 @@ LOGIN_LINE_LIMIT = 1024  # nobody types a longer password
 COMMAND_LINE_LIMIT = 64 * 1024
 NEGOTIATION_LIMIT = 4096
 QUEUE_HIGH_WATER = 64  # queued lines before we stop reading from the socket
-
-
-def _describe_peer(address):
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is not None and port is not None:
-        return "%s:%s" % (host, port)
-    return str(address)
 
 
 class AdminSession(Protocol):
@@ -66,7 +60,7 @@ class AdminSession(Protocol):
     # -- connection ----------------------------------------------------------
 
     def connectionMade(self):
-        self.peer = _describe_peer(self.transport.getPeer())
+        self.peer = describe_peer(self.transport.getPeer())
         self.factory.sessions.add(self)
         log.info("admin connection from {peer}", peer=self.peer)
         self._arm_idle()
@@ -332,7 +326,7 @@ class _Refusal(Protocol):
         self.factory = factory
 
     def connectionMade(self):
-        peer = _describe_peer(self.transport.getPeer())
+        peer = describe_peer(self.transport.getPeer())
         log.warn(
             "refused admin connection from {peer}: {limit} sessions already open",
             peer=peer,

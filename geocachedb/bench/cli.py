@@ -25,7 +25,7 @@ import sys
 import time
 
 from geocachedb.bench.load import PROTOCOLS, BenchError, LoadSpec, run_load
-from geocachedb.client.core import parse_address
+from geocachedb.net import parse_address
 
 PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
 

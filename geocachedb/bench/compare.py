@@ -6,7 +6,7 @@
     geocache-bench compare-etcd --json > result.json
 
 Starts an etcd cluster (`etcd_cluster`) and a geocachedb cluster
-(`geocachedb.testing.processes.Cluster`) of the same size on 127.0.0.1,
+(`geocachedb.harness.processes.Cluster`) of the same size on 127.0.0.1,
 each member with its own data directory under one temporary directory (one
 disk, fsync on for both), and drives them one after the other, level by
 level, with the same generator: ``geocache-bench`` in a separate process,
@@ -41,10 +41,10 @@ import urllib.request
 import twisted
 
 import geocachedb
-from geocachedb.bench import procstat
-from geocachedb.bench.load import WINDOW_END, WINDOW_START
 from geocachedb.bench.etcd_cluster import HOW_TO_GET_ETCD, EtcdCluster, etcd_version, find_etcd
-from geocachedb.testing.processes import Cluster, admin_command
+from geocachedb.bench.load import WINDOW_END, WINDOW_START
+from geocachedb.harness import procstat
+from geocachedb.harness.processes import Cluster, admin_command
 
 
 class EtcdSystem:

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from geocachedb.bench import etcd_wire
-from geocachedb.testing.processes import LoggedProcess, free_port
+from geocachedb.harness.processes import LoggedProcess, free_port
 
 HOW_TO_GET_ETCD = """\
 compare-etcd needs an etcd 3.4 server binary named 'etcd' on PATH, and found none.

@@ -3,12 +3,12 @@
 Each load process runs an asyncio loop with ``connections`` connections and
 ``concurrency`` workers spread over them; a worker sends one request, awaits
 its answer, records the latency, and sends the next.  The same loop drives
-either system — geocachedb through its client core (no failover session, so
-the generator spends as little CPU per request as it can) or etcd v3 through
+either system — geocachedb through its public `AsyncioClient` (what users
+run: failover, leader hints, exactly-once writes) or etcd v3 through
 ``grpc.aio`` with hand-encoded messages (`etcd_wire`) — so a comparison
-differs only in what sits behind `put`/`get`.  Errors are counted by code,
-not retried.  A watchdog ends the run when nothing has completed for
-``stall_timeout`` seconds and counts the requests still in flight as
+differs only in what sits behind `put`/`get`.  Errors the client gives up
+on are counted by code.  A watchdog ends the run when nothing has completed
+for ``stall_timeout`` seconds and counts the requests still in flight as
 ``STALLED``, so a dead server cannot hang the generator.
 """
 
@@ -18,13 +18,10 @@ import os
 import random
 import time
 
-import txaio.aio
-
 from geocachedb import errors
 from geocachedb.bench import etcd_wire
-from geocachedb.client.asyncio_client import _Connection
-from geocachedb.client.core import parse_address
-from geocachedb.wire import geocache_pb2 as pb
+from geocachedb.client import AsyncioClient
+from geocachedb.net import parse_address
 
 PROTOCOLS = ("geocache", "etcd")
 WINDOW_START = b"geocache-bench: load window start\n"
@@ -41,7 +38,7 @@ class LoadSpec:
                  key_size=16, value_size=100, keyspace=100000, read_ratio=0.0,
                  consistency="linearizable", seed=None, protocol="geocache",
                  key_order="random", key_start=0, key_step=1, stall_timeout=10.0,
-                 connect_timeout=5.0, mark_window=False):
+                 connect_timeout=5.0, mark_window=False, request_timeout=5.0):
         self.endpoints = endpoints
         self.connections = max(1, connections)
         self.concurrency = max(1, concurrency)
@@ -59,6 +56,9 @@ class LoadSpec:
         self.key_step = max(1, key_step)
         self.stall_timeout = stall_timeout
         self.connect_timeout = connect_timeout
+        # How long the geocachedb client keeps trying one request (retries
+        # and failover included) before it reports it as an error.
+        self.request_timeout = request_timeout
         # Write WINDOW_START/WINDOW_END lines to stderr around the load, so a
         # caller can sample the servers' CPU over exactly the load window.
         self.mark_window = mark_window
@@ -70,53 +70,34 @@ def make_key(i, size):
 
 
 class GeocacheConnection:
-    """One geocachedb client connection, requests straight through
-    `ClientCore` (no retries, no exactly-once numbering)."""
+    """One public `AsyncioClient`: one connection at a time, to the given
+    endpoint first, the other endpoints for failover."""
 
     error_types = (errors.GeoCacheError,)
+    broken = False  # the client reconnects and fails over by itself
 
-    def __init__(self, conn):
-        self._conn = conn
-        self._core = conn.core
+    def __init__(self, client):
+        self._client = client
+        self.put = client.put
+        self.get = client.get
 
     @classmethod
-    async def open(cls, endpoint, timeout):
-        loop = asyncio.get_running_loop()
-        api = txaio.aio.with_config(loop=loop)
-        host, port = parse_address(endpoint)
+    async def open(cls, endpoints, connect_timeout, request_timeout=5.0):
+        client = AsyncioClient(endpoints, timeout=connect_timeout)
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(api, None), host, port), timeout)
-        except ConnectionRefusedError:
-            raise BenchError("cannot connect to %s: connection refused" % endpoint) from None
-        except asyncio.TimeoutError:
-            raise BenchError("cannot connect to %s: no answer within %gs" % (endpoint, timeout)) from None
-        except OSError as e:
-            raise BenchError("cannot connect to %s: %s" % (endpoint, e.strerror or e)) from None
-        return cls(conn)
-
-    def put(self, key, value):
-        request = pb.Request()
-        request.put.key = key
-        request.put.value = value
-        return self._core.call(request)
-
-    def get(self, key, serializable):
-        request = pb.Request()
-        request.get.key = key
-        request.get.serializable = serializable
-        return self._core.call(request)
+            await client.connect()
+        except errors.Unavailable as e:
+            client.close()
+            raise BenchError(e.message) from None
+        client.timeout = request_timeout
+        return cls(client)
 
     @staticmethod
     def error_code(e):
         return e.code_name
 
-    @property
-    def broken(self):
-        return self._core.closed_reason is not None
-
     async def close(self):
-        self._conn.close()
+        self._client.close()
 
 
 class EtcdConnection:
@@ -131,7 +112,8 @@ class EtcdConnection:
         self.error_types = (grpc.aio.AioRpcError,)
 
     @classmethod
-    async def open(cls, endpoint, timeout):
+    async def open(cls, endpoints, timeout, request_timeout=None):
+        endpoint = endpoints[0]
         try:
             import grpc
         except ImportError:
@@ -174,8 +156,11 @@ async def run_load(spec, progress=None, proc_index=0):
     conns = []
     try:
         for n in range(spec.connections):
-            endpoint = spec.endpoints[(proc_index + n) % len(spec.endpoints)]
-            conns.append(await kind.open(endpoint, spec.connect_timeout))
+            # Connections spread over the endpoints; each has the others
+            # after its own for failover.
+            first = (proc_index + n) % len(spec.endpoints)
+            endpoints = spec.endpoints[first:] + spec.endpoints[:first]
+            conns.append(await kind.open(endpoints, spec.connect_timeout, spec.request_timeout))
         return await _drive(spec, conns, rng, progress, proc_index)
     finally:
         for conn in conns:

@@ -5,7 +5,7 @@ while ``geocache-bench`` loads it.
     python -m geocachedb.bench.profile                       # 3 nodes, puts at 64 in flight, 10 s
     python -m geocachedb.bench.profile --concurrency 256 --raw leader.txt
 
-Starts a cluster (`geocachedb.testing.processes.Cluster`) on 127.0.0.1,
+Starts a cluster (`geocachedb.harness.processes.Cluster`) on 127.0.0.1,
 runs the load a little longer than the profile, and has
 ``py-spy record --format raw --nonblocking`` sample the leader's Python
 threads in the middle of it.  Prints the load's figures, the leader's CPU
@@ -27,10 +27,10 @@ import tempfile
 import time
 from collections import Counter
 
-from geocachedb.bench import procstat
 from geocachedb.bench.compare import auto_connections, describe_source, source_version
 from geocachedb.bench.load import WINDOW_END, WINDOW_START
-from geocachedb.testing.processes import Cluster, admin_command
+from geocachedb.harness import procstat
+from geocachedb.harness.processes import Cluster, admin_command
 
 _LINE = re.compile(r":\d+\)$")
 

@@ -14,23 +14,36 @@ import txaio.aio
 from geocachedb import errors
 from geocachedb.client.core import ClientCore
 from geocachedb.client.session import Session
+from geocachedb.net import format_address, set_socket_no_delay
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, api, max_frame):
+    """One connection.  Requests written in one turn of the event loop go
+    out in one ``send`` at the end of it: asyncio's transport would make a
+    system call per write (Twisted's already gathers them), and with many
+    requests in flight the answers, and so the next requests, come in
+    batches."""
+
+    def __init__(self, api, max_frame, loop):
         self.transport = None
-        self.core = ClientCore(api, self._write, max_frame) if max_frame else ClientCore(api, self._write)
+        self._loop = loop
+        self._out = []
+        kwargs = {"max_frame": max_frame} if max_frame else {}
+        self.core = ClientCore(api, self._write, clock=loop.time, **kwargs)
 
     def _write(self, data):
-        self.transport.write(data)
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self):
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def connection_made(self, transport):
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            import socket
-
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_socket_no_delay(transport.get_extra_info("socket"))
 
     def data_received(self, data):
         if not self.core.data_received(data):
@@ -58,24 +71,25 @@ class AsyncioClient(Session):
             self.api = txaio.aio.with_config(loop=self.loop)
         return self.api
 
+    async def _connection(self, remaining):
+        self._api()  # before anything that may sleep
+        return await Session._connection(self, remaining)
+
     async def _open(self, host, port):
         api = self._api()
+        loop = self.loop
         try:
-            _, conn = await self.loop.create_connection(
-                lambda: _Connection(api, self.max_frame), host, port
+            _, conn = await loop.create_connection(
+                lambda: _Connection(api, self.max_frame, loop), host, port
             )
         except ConnectionRefusedError:
-            raise errors.Unavailable("cannot connect to %s:%d: connection refused" % (host, port)) from None
+            raise errors.Unavailable("cannot connect to %s: connection refused" % format_address(host, port)) from None
         except OSError as e:
-            raise errors.Unavailable("cannot connect to %s:%d: %s" % (host, port, e.strerror or e)) from None
+            raise errors.Unavailable("cannot connect to %s: %s" % (format_address(host, port), e.strerror or e)) from None
         return conn
 
     async def _bounded(self, awaitable, seconds):
         return await asyncio.wait_for(awaitable, seconds)
-
-    async def call(self, kind, key=b"", value=b"", **extra):
-        self._api()
-        return await super().call(kind, key, value, **extra)
 
     async def __aenter__(self):
         return self

@@ -10,10 +10,14 @@ and their requests share one pipelined connection.
 """
 
 import asyncio
+import hashlib
+import os
 import threading
 
 from geocachedb import errors
 from geocachedb.client.asyncio_client import AsyncioClient
+from geocachedb.limits import RESERVED_PREFIX
+from geocachedb.snapshot_format import SnapshotReader
 
 
 class BlockingClient:
@@ -34,32 +38,33 @@ class BlockingClient:
             return future.result((timeout or self.timeout) + 1.0)
         except TimeoutError:
             future.cancel()
-            raise errors.Unavailable("timed out after %.1fs" % self.timeout) from None
+            raise errors.Unavailable("timed out after %.1fs" % (timeout or self.timeout)) from None
 
-    def get(self, key: bytes, serializable: bool = False) -> "bytes | None":
-        return self._run(self._client.get(key, serializable))
+    def connect(self) -> None:
+        return self._run(self._client.connect(), timeout=self.timeout * len(self._client.addresses))
 
-    def put(self, key: bytes, value: bytes) -> None:
-        return self._run(self._client.put(key, value))
+    # ``timeout``: seconds for this call, retries and failover included
+    # (default: the client's).
 
-    def delete(self, key: bytes) -> bool:
-        return self._run(self._client.delete(key))
+    def get(self, key: bytes, serializable: bool = False, timeout=None) -> "bytes | None":
+        return self._run(self._client.get(key, serializable, timeout), timeout)
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return self._run(self._client.range(start, end, prefix, limit, serializable))
+    def put(self, key: bytes, value: bytes, timeout=None) -> None:
+        return self._run(self._client.put(key, value, timeout), timeout)
 
-    def status(self):
-        return self._run(self._client.status())
+    def delete(self, key: bytes, timeout=None) -> bool:
+        return self._run(self._client.delete(key, timeout), timeout)
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return self._run(self._client.range(start, end, prefix, limit, serializable, timeout), timeout)
+
+    def status(self, timeout=None):
+        return self._run(self._client.status(timeout), timeout)
 
     def backup(self, path):
         """Write a consistent backup to ``path`` (the snapshot stream, which
         carries a CRC32); verified before it is moved into place.  Returns
         ``(applied_index, keys, sha256 hex)``."""
-        import hashlib
-        import os
-
-        from geocachedb.storage.snapshot import SnapshotReader
-
         tmp = path + ".part"
         digest = hashlib.sha256()
         with open(tmp, "wb") as f:
@@ -79,27 +84,25 @@ class BlockingClient:
                         return
                     yield data
 
-        from geocachedb.sessions import RESERVED_PREFIX
-
         # Reading it all checks the CRC; the count is of user keys only.
         keys = sum(1 for k, _ in SnapshotReader(chunks()).items() if not k.startswith(RESERVED_PREFIX))
         os.replace(tmp, path)
         return index, keys, digest.hexdigest()
 
-    def members(self):
-        return self._run(self._client.members())
+    def members(self, timeout=None):
+        return self._run(self._client.members(timeout), timeout)
 
-    def add_member(self, node_id, address, learner=False):
-        return self._run(self._client.add_member(node_id, address, learner))
+    def add_member(self, node_id, address, learner=False, timeout=None):
+        return self._run(self._client.add_member(node_id, address, learner, timeout), timeout)
 
-    def promote_member(self, node_id):
-        return self._run(self._client.promote_member(node_id))
+    def promote_member(self, node_id, timeout=None):
+        return self._run(self._client.promote_member(node_id, timeout), timeout)
 
-    def remove_member(self, node_id):
-        return self._run(self._client.remove_member(node_id))
+    def remove_member(self, node_id, timeout=None):
+        return self._run(self._client.remove_member(node_id, timeout), timeout)
 
-    def transfer_leader(self, node_id):
-        return self._run(self._client.transfer_leader(node_id))
+    def transfer_leader(self, node_id, timeout=None):
+        return self._run(self._client.transfer_leader(node_id, timeout), timeout)
 
     def close(self):
         if self._closed:

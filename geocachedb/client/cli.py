@@ -14,6 +14,7 @@ import sys
 
 from geocachedb import errors
 from geocachedb.client.blocking import BlockingClient
+from geocachedb.net import parse_address
 
 EXIT_OK, EXIT_MISSING, EXIT_ERROR = 0, 1, 2
 
@@ -127,6 +128,10 @@ def run_member(client, args, out):
     elif action == "add" and len(rest) in (2, 3):
         if len(rest) == 3 and rest[2] != "--learner":
             raise UsageError(usage)
+        try:
+            parse_address(rest[1])
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         members = client.add_member(rest[0], rest[1], learner=len(rest) == 3)
     elif action in ("promote", "remove", "transfer") and len(rest) == 1:
         call = {"promote": client.promote_member, "remove": client.remove_member,

@@ -1,30 +1,31 @@
 """The client side of the wire protocol, independent of any event loop.
 
 `ClientCore` frames requests, matches responses to requests by id (many may
-be in flight on one connection) and turns error responses into the
-exceptions of `geocachedb.errors`.  It creates and settles futures through a
-txaio API object, so the same code yields Deferreds under Twisted
-(`txaio.tx.with_config`) and asyncio Futures under asyncio
-(`txaio.aio.with_config`).  The Twisted, asyncio and blocking clients are
-thin shells around it.
+be in flight on one connection), turns error responses into the exceptions
+of `geocachedb.errors` and gives up on requests past their deadline.  It
+creates and settles futures through a txaio API object, so the same code
+yields Deferreds under Twisted (`txaio.tx.with_config`) and asyncio Futures
+under asyncio (`txaio.aio.with_config`).  The Twisted, asyncio and blocking
+clients are thin shells around it.
+
+Deadlines cost no timer per request: requests sent with the same timeout
+expire in the order they were sent, so each timeout value has a FIFO of
+(deadline, request id) and one timer per connection waits for the earliest
+head.  ``asyncio.wait_for`` per request (a second future, a timer handle and
+a callback each) cost more client CPU than the rest of the call.
 """
 
 import random
 import struct
+import time
+from collections import deque
 
 from geocachedb import errors
 from geocachedb.limits import MAX_FRAME_SIZE
+from geocachedb.net import parse_address  # noqa: F401  (imported from here by node/peers.py)
 from geocachedb.wire import geocache_pb2 as pb
 
 _LENGTH = struct.Struct(">I")
-
-
-def parse_address(address):
-    """``"127.0.0.1:50051"`` -> ("127.0.0.1", 50051)."""
-    host, sep, port = str(address).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError("address %r is not HOST:PORT" % (address,))
-    return host.strip("[]"), int(port)
 
 
 def build_request(kind, key=b"", value=b"", serializable=False, **extra):
@@ -103,37 +104,62 @@ class WriteSequencer:
     def __init__(self):
         self._last = 0
         self._open = set()
+        # The smallest open seq, or _last + 1: seqs are handed out in order,
+        # so the floor only moves up and passes each seq once.
+        self._floor = 1
 
     def begin(self, request):
         self._last += 1
         request.seq = self._last
         self._open.add(self._last)
-        request.ack_floor = min(self._open)
+        if self._floor not in self._open:  # nothing was open
+            self._floor = self._last
+        request.ack_floor = self._floor
         return self._last
 
     def end(self, seq):
         self._open.discard(seq)
+        if seq == self._floor:
+            floor, last, open_ = seq + 1, self._last, self._open
+            while floor <= last and floor not in open_:
+                floor += 1
+            self._floor = floor
+
+    @property
+    def floor(self):
+        return self._floor
 
 
 class ClientCore:
-    """Request/response matching for one connection."""
+    """Request/response matching for one connection.
 
-    def __init__(self, api, write, max_frame=MAX_FRAME_SIZE, client_id=None):
+    ``clock`` is the time base of ``api.call_later`` (``loop.time`` under
+    asyncio, ``reactor.seconds`` under Twisted); it defaults to
+    `time.monotonic`, which is asyncio's.
+    """
+
+    def __init__(self, api, write, max_frame=MAX_FRAME_SIZE, client_id=None, clock=None):
         self.api = api  # a txaio framework API object
         self._write = write  # callable(bytes) that sends on the connection
         self.max_frame = max_frame
+        self._clock = clock or time.monotonic
         self._pending = {}
         self._next_id = 1
         self._buffer = b""
         self.closed_reason = None
+        self._deadlines = {}  # timeout -> deque of (deadline, request id), in send order
+        self._timer = None  # the one delayed call, for the earliest deadline
+        self._timer_at = None
         # Exactly-once writes (Raft thesis §6.3): the server remembers the
         # last sequence number of each client id.
         self.client_id = client_id or random.SystemRandom().getrandbits(63) + 1
         self.writes = WriteSequencer()
 
-    def call(self, request):
+    def call(self, request, timeout=None):
         """Send ``request`` (a `pb.Request` without id); return a future of
-        the `pb.Response`, failed with a GeoCacheError on an error reply."""
+        the `pb.Response`, failed with a GeoCacheError on an error reply and
+        with TimeoutError when ``timeout`` seconds pass without an answer
+        (a late answer is then dropped)."""
         future = self.api.create_future()
         if self.closed_reason is not None:
             self.api.reject(future, errors.Unavailable(self.closed_reason))
@@ -149,14 +175,61 @@ class ClientCore:
             )
             return future
         self._pending[rid] = future
+        if timeout is not None:
+            self._expire_after(rid, timeout)
         self._write(_LENGTH.pack(len(data)) + data)
         return future
 
-    def call_write(self, request):
+    def _expire_after(self, rid, timeout):
+        deadline = self._clock() + timeout
+        queue = self._deadlines.get(timeout)
+        if queue is None:
+            queue = self._deadlines[timeout] = deque()
+        else:
+            # Answered requests leave from the head as new ones join at the
+            # tail, so a queue stays about as long as what is in flight.
+            pending = self._pending
+            while queue and queue[0][1] not in pending:
+                queue.popleft()
+        queue.append((deadline, rid))
+        if self._timer_at is None or deadline < self._timer_at:
+            self._schedule(deadline)
+
+    def _schedule(self, at):
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.api.call_later(max(at - self._clock(), 0.0), self._expire)
+
+    def _expire(self):
+        self._timer = self._timer_at = None
+        now = self._clock()
+        pending = self._pending
+        earliest = None
+        for timeout, queue in list(self._deadlines.items()):
+            while queue:
+                deadline, rid = queue[0]
+                future = pending.get(rid)
+                if future is not None and deadline > now:
+                    break
+                queue.popleft()
+                if future is not None:
+                    del pending[rid]
+                    if not self.api.is_called(future):
+                        self.api.reject(future, TimeoutError("no answer within %gs" % timeout))
+            if queue:
+                if earliest is None or queue[0][0] < earliest:
+                    earliest = queue[0][0]
+            else:
+                del self._deadlines[timeout]
+        if earliest is not None:
+            self._schedule(earliest)
+
+    def call_write(self, request, timeout=None):
         """`call` for a write, numbered for exactly-once application."""
         request.client_id = self.client_id
         seq = self.writes.begin(request)
-        future = self.call(request)
+        future = self.call(request, timeout)
 
         def settled(result):
             self.writes.end(seq)
@@ -201,6 +274,10 @@ class ClientCore:
     def connection_lost(self, reason="connection lost"):
         if self.closed_reason is None:
             self.closed_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        self._deadlines.clear()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not self.api.is_called(future):

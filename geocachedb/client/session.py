@@ -10,15 +10,20 @@ applies a retried write at most once.
 
 The logic is written once as coroutines that await txaio futures: Twisted
 runs them with ``ensureDeferred``, asyncio as tasks.  A flavour supplies
-`_open` (make a connection) and `_bounded` (await with a time limit).
+`_open` (make a connection) and `_bounded` (await with a time limit, used
+while connecting); an answer's deadline is kept by the connection's
+`ClientCore`.
 """
 
 import time
 
 from geocachedb import errors
-from geocachedb.client.core import WriteSequencer, build_request, check_bytes, parse_address, result_of
+from geocachedb.client.core import WriteSequencer, build_request, check_bytes, result_of
+from geocachedb.net import format_address, parse_address
 
 WRITES = ("put", "delete")
+# What moves a call on to another attempt (TimeoutError: no answer in time).
+RETRIED = (errors.NotLeader, errors.Unavailable, TimeoutError)
 
 
 class Session:
@@ -55,8 +60,7 @@ class Session:
     # ---------------------------------------------------------- internals
 
     def _address_label(self, index=None):
-        host, port = self.addresses[self._current if index is None else index]
-        return "%s:%d" % (host, port)
+        return format_address(*self.addresses[self._current if index is None else index])
 
     async def _connection(self, remaining):
         if self._conn is not None and self._conn.core.closed_reason is None:
@@ -90,7 +94,30 @@ class Session:
                 return
         self._current = (self._current + 1) % len(self.addresses)
 
-    async def call(self, kind, key=b"", value=b"", **extra):
+    async def connect(self):
+        """Open a connection now instead of at the first call: each address
+        is tried once, in order, until one accepts (within the client's
+        timeout each); raises errors.Unavailable, naming the last address
+        tried and why, when none does."""
+        if self._closed:
+            raise errors.Unavailable("client is closed")
+        last_error = None
+        for _ in range(len(self.addresses)):
+            try:
+                await self._connection(self.timeout)
+                return
+            except errors.Unavailable as e:
+                last_error = e
+            except TimeoutError:
+                last_error = errors.Unavailable(
+                    "cannot connect to %s: no answer within %gs" % (self._address_label(), self.timeout)
+                )
+            self._move_on()
+        raise last_error
+
+    async def call(self, kind, key=b"", value=b"", timeout=None, **extra):
+        """Send one request, retrying on another node as needed, for at
+        most ``timeout`` seconds (default: the client's); its result."""
         if self._closed:
             raise errors.Unavailable("client is closed")
         if kind in ("get", "put", "delete"):
@@ -98,46 +125,61 @@ class Session:
         if kind == "put":
             check_bytes("value", value)
         request = build_request(kind, key, value, **extra)
-        if kind not in WRITES:
-            return await self._attempts(kind, request)
-        # One seq for every attempt: the cluster applies it at most once.
-        seq = self._writes.begin(request)
+        if timeout is None:
+            timeout = self.timeout
+        write = kind in WRITES
+        if write:
+            # One seq for every attempt: the cluster applies it at most once.
+            seq = self._writes.begin(request)
         try:
-            return await self._attempts(kind, request)
+            conn = self._conn
+            if conn is None or conn.core.closed_reason is not None:
+                return await self._attempts(kind, request, timeout, time.monotonic() + timeout, 0, None)
+            # The usual case, kept to this one coroutine: a single attempt
+            # on the open connection, whose core times the answer out (no
+            # wait_for, no timer per request).
+            deadline = time.monotonic() + timeout
+            if write:
+                request.client_id = self.client_id
+            try:
+                return result_of(kind, await conn.core.call(request, timeout))
+            except RETRIED as e:
+                last_error = self._after_failure(e, timeout)
+            return await self._attempts(kind, request, timeout, deadline, 1, last_error)
         finally:
-            self._writes.end(seq)
+            if write:
+                self._writes.end(seq)
 
-    async def _attempts(self, kind, request):
-        deadline = time.monotonic() + self.timeout
-        last_error = None
-        tried = 0
+    async def _attempts(self, kind, request, timeout, deadline, tried, last_error):
         while True:
+            # Every address failed once in a row: wait a little (an
+            # election may be under way) before going round again.
+            if tried and tried % len(self.addresses) == 0:
+                await self.api.sleep(self.RETRY_DELAY)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise last_error or errors.Unavailable("timed out after %.1fs" % self.timeout)
+                raise last_error or errors.Unavailable("timed out after %.1fs" % timeout)
             tried += 1
             try:
                 conn = await self._connection(remaining)
                 if kind in WRITES:
                     request.client_id = self.client_id
                 remaining = deadline - time.monotonic()
-                response = await self._bounded(conn.core.call(request), max(remaining, 0.001))
+                response = await conn.core.call(request, max(remaining, 0.001))
                 return result_of(kind, response)
-            except errors.NotLeader as e:
-                last_error = e
-                self._move_on(e.leader_addr)
-            except errors.Unavailable as e:
-                last_error = e
-                self._move_on()
-            except TimeoutError:
-                last_error = errors.Unavailable(
-                    "no answer from %s within %.1fs" % (self._address_label(), self.timeout)
-                )
-                self._move_on()
-            # Every address failed once in a row: wait a little (an
-            # election may be under way) before going round again.
-            if tried % len(self.addresses) == 0:
-                await self.api.sleep(self.RETRY_DELAY)
+            except RETRIED as e:
+                last_error = self._after_failure(e, timeout)
+
+    def _after_failure(self, error, timeout):
+        """Move on after a failed attempt; the error to report if it was
+        the last."""
+        if isinstance(error, errors.NotLeader):
+            self._move_on(error.leader_addr)
+            return error
+        if isinstance(error, TimeoutError):
+            error = errors.Unavailable("no answer from %s within %.1fs" % (self._address_label(), timeout))
+        self._move_on()
+        return error
 
     def close(self):
         self._closed = True
@@ -146,29 +188,35 @@ class Session:
             self._conn = None
 
     # ----------------------------------------------------- the public API
+    #
+    # Every call takes ``timeout=`` (seconds, retries and failover included;
+    # default: the client's), so no caller needs asyncio.wait_for or
+    # Deferred.addTimeout around it.  The plain ones return the coroutine of
+    # `call` itself rather than wrapping it in one more.
 
-    async def get(self, key, serializable=False):
-        return await self.call("get", key, serializable=serializable)
+    def get(self, key, serializable=False, timeout=None):
+        return self.call("get", key, serializable=serializable, timeout=timeout)
 
-    async def put(self, key, value):
-        return await self.call("put", key, value)
+    def put(self, key, value, timeout=None):
+        return self.call("put", key, value, timeout=timeout)
 
-    async def delete(self, key):
-        return await self.call("delete", key)
+    def delete(self, key, timeout=None):
+        return self.call("delete", key, timeout=timeout)
 
-    async def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return await self.call(
-            "range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return self.call(
+            "range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable, timeout=timeout
         )
 
-    async def status(self):
-        return await self.call("status")
+    def status(self, timeout=None):
+        return self.call("status", timeout=timeout)
 
-    async def backup(self, write):
+    async def backup(self, write, timeout=None):
         """Pull a consistent backup of the whole key space, calling
         ``write(chunk)`` for each piece of the snapshot stream; returns the
-        applied index it was taken at.  All chunks come from one node."""
-        backup_id, chunk, done, index = await self.call("backup")
+        applied index it was taken at.  All chunks come from one node;
+        ``timeout`` bounds each chunk's request."""
+        backup_id, chunk, done, index = await self.call("backup", timeout=timeout)
         pinned = self._current
         while True:
             write(chunk)
@@ -176,20 +224,21 @@ class Session:
                 return index
             if self._current != pinned:
                 raise errors.Unavailable("the node serving the backup went away; start it again")
-            backup_id, chunk, done, index = await self.call("backup", backup_id=backup_id)
+            backup_id, chunk, done, index = await self.call("backup", backup_id=backup_id, timeout=timeout)
 
     # Maintenance: membership and leadership (run by the leader).
-    async def members(self):
-        return await self.call("member", action="list")
+    def members(self, timeout=None):
+        return self.call("member", action="list", timeout=timeout)
 
-    async def add_member(self, node_id, address, learner=False):
-        return await self.call("member", action="add", node_id=node_id, address=address, learner=learner)
+    def add_member(self, node_id, address, learner=False, timeout=None):
+        return self.call("member", action="add", node_id=node_id, address=address, learner=learner,
+                         timeout=timeout)
 
-    async def promote_member(self, node_id):
-        return await self.call("member", action="promote", node_id=node_id)
+    def promote_member(self, node_id, timeout=None):
+        return self.call("member", action="promote", node_id=node_id, timeout=timeout)
 
-    async def remove_member(self, node_id):
-        return await self.call("member", action="remove", node_id=node_id)
+    def remove_member(self, node_id, timeout=None):
+        return self.call("member", action="remove", node_id=node_id, timeout=timeout)
 
-    async def transfer_leader(self, node_id):
-        return await self.call("member", action="transfer", node_id=node_id)
+    def transfer_leader(self, node_id, timeout=None):
+        return self.call("member", action="transfer", node_id=node_id, timeout=timeout)

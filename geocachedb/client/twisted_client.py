@@ -17,7 +17,7 @@ from geocachedb import errors
 from geocachedb.client.core import ClientCore, build_request, check_bytes, result_of
 from geocachedb.client.session import Session
 from geocachedb.limits import MAX_FRAME_SIZE
-from geocachedb.node.listener import set_no_delay
+from geocachedb.net import format_address, set_no_delay
 
 
 class GeoCacheClientProtocol(protocol.Protocol):
@@ -26,7 +26,9 @@ class GeoCacheClientProtocol(protocol.Protocol):
     max_frame = MAX_FRAME_SIZE
 
     def __init__(self, reactor=None):
-        self.core = ClientCore(txaio.tx.with_config(reactor), self._write, self.max_frame)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.core = ClientCore(txaio.tx.with_config(reactor), self._write, self.max_frame, clock=reactor.seconds)
         self.lost = defer.Deferred()
 
     def _write(self, data):
@@ -48,7 +50,7 @@ class GeoCacheClientProtocol(protocol.Protocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def _call(self, kind, key=b"", value=b"", **extra):
+    def _call(self, kind, key=b"", value=b"", timeout=None, **extra):
         try:
             if kind in ("get", "put", "delete"):
                 check_bytes("key", key)
@@ -57,23 +59,30 @@ class GeoCacheClientProtocol(protocol.Protocol):
             request = build_request(kind, key, value, **extra)
         except (TypeError, ValueError) as e:
             return defer.fail(e)
-        d = self.core.call_write(request) if kind in ("put", "delete") else self.core.call(request)
+        if kind in ("put", "delete"):
+            d = self.core.call_write(request, timeout)
+        else:
+            d = self.core.call(request, timeout)
         return d.addCallback(lambda response: result_of(kind, response))
 
-    def get(self, key, serializable=False):
-        return self._call("get", key, serializable=serializable)
+    # ``timeout``: seconds to wait for the answer (default: no limit); then
+    # the Deferred fails with TimeoutError.
 
-    def put(self, key, value):
-        return self._call("put", key, value)
+    def get(self, key, serializable=False, timeout=None):
+        return self._call("get", key, serializable=serializable, timeout=timeout)
 
-    def delete(self, key):
-        return self._call("delete", key)
+    def put(self, key, value, timeout=None):
+        return self._call("put", key, value, timeout=timeout)
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return self._call("range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable)
+    def delete(self, key, timeout=None):
+        return self._call("delete", key, timeout=timeout)
 
-    def status(self):
-        return self._call("status")
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return self._call("range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable,
+                          timeout=timeout)
+
+    def status(self, timeout=None):
+        return self._call("status", timeout=timeout)
 
 
 class GeoCacheClientFactory(protocol.ClientFactory):
@@ -98,7 +107,7 @@ def describe_connect_error(host, port, failure):
         text = "unknown host"
     else:
         text = reason.__class__.__name__ if not str(reason) else str(reason).strip()
-    return errors.Unavailable("cannot connect to %s:%d: %s" % (host, port, text))
+    return errors.Unavailable("cannot connect to %s: %s" % (format_address(host, port), text))
 
 
 class TwistedClient(Session):
@@ -112,7 +121,9 @@ class TwistedClient(Session):
         super().__init__(addresses, txaio.tx.with_config(reactor), timeout)
 
     def _open(self, host, port):
-        endpoint = endpoints.TCP4ClientEndpoint(self.reactor, host, port, timeout=max(1, int(self.timeout)))
+        # An IPv6 literal (parsed from "[::1]:port") needs the TCP6 endpoint.
+        make = endpoints.TCP6ClientEndpoint if ":" in host else endpoints.TCP4ClientEndpoint
+        endpoint = make(self.reactor, host, port, timeout=max(1, int(self.timeout)))
         d = endpoints.connectProtocol(endpoint, GeoCacheClientProtocol(self.reactor))
         d.addErrback(lambda f: defer.fail(describe_connect_error(host, port, f)))
         return d
@@ -125,32 +136,40 @@ class TwistedClient(Session):
         except defer.TimeoutError:
             raise TimeoutError() from None
 
-    def get(self, key, serializable=False):
-        return defer.ensureDeferred(Session.get(self, key, serializable))
+    # Session's coroutines as Deferreds; every call takes ``timeout=``.
 
-    def put(self, key, value):
-        return defer.ensureDeferred(Session.put(self, key, value))
+    def connect(self):
+        return defer.ensureDeferred(Session.connect(self))
 
-    def delete(self, key):
-        return defer.ensureDeferred(Session.delete(self, key))
+    def get(self, key, serializable=False, timeout=None):
+        return defer.ensureDeferred(Session.get(self, key, serializable, timeout))
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False):
-        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable))
+    def put(self, key, value, timeout=None):
+        return defer.ensureDeferred(Session.put(self, key, value, timeout))
 
-    def status(self):
-        return defer.ensureDeferred(Session.status(self))
+    def delete(self, key, timeout=None):
+        return defer.ensureDeferred(Session.delete(self, key, timeout))
 
-    def members(self):
-        return defer.ensureDeferred(Session.members(self))
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable, timeout))
 
-    def add_member(self, node_id, address, learner=False):
-        return defer.ensureDeferred(Session.add_member(self, node_id, address, learner))
+    def status(self, timeout=None):
+        return defer.ensureDeferred(Session.status(self, timeout))
 
-    def promote_member(self, node_id):
-        return defer.ensureDeferred(Session.promote_member(self, node_id))
+    def backup(self, write, timeout=None):
+        return defer.ensureDeferred(Session.backup(self, write, timeout))
 
-    def remove_member(self, node_id):
-        return defer.ensureDeferred(Session.remove_member(self, node_id))
+    def members(self, timeout=None):
+        return defer.ensureDeferred(Session.members(self, timeout))
 
-    def transfer_leader(self, node_id):
-        return defer.ensureDeferred(Session.transfer_leader(self, node_id))
+    def add_member(self, node_id, address, learner=False, timeout=None):
+        return defer.ensureDeferred(Session.add_member(self, node_id, address, learner, timeout))
+
+    def promote_member(self, node_id, timeout=None):
+        return defer.ensureDeferred(Session.promote_member(self, node_id, timeout))
+
+    def remove_member(self, node_id, timeout=None):
+        return defer.ensureDeferred(Session.remove_member(self, node_id, timeout))
+
+    def transfer_leader(self, node_id, timeout=None):
+        return defer.ensureDeferred(Session.transfer_leader(self, node_id, timeout))

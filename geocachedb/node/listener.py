@@ -14,16 +14,9 @@ from twisted.application import service
 from twisted.internet import endpoints, protocol
 from twisted.python.failure import Failure
 
+from geocachedb.net import set_no_delay  # (also imported from here by node/peers.py)
+
 PEER_PREAMBLE = b"GCPEER1\n"
-
-
-def set_no_delay(transport):
-    setter = getattr(transport, "setTcpNoDelay", None)
-    if setter is not None:
-        try:
-            setter(True)
-        except OSError:
-            pass
 
 
 class PortProtocol(protocol.Protocol):
@@ -36,8 +29,6 @@ class PortProtocol(protocol.Protocol):
         self._inner = None
 
     def connectionMade(self):
-        # Requests and Raft messages are small and latency-bound: Nagle's
-        # algorithm with delayed ACKs would add ~40 ms to a round trip.
         set_no_delay(self.transport)
 
     def dataReceived(self, data):

@@ -23,7 +23,8 @@ import lmdb
 from zope.interface import implementer
 
 from geocachedb.interfaces import IStorage
-from geocachedb.storage import check_key, checked_batch, snapshot
+from geocachedb import snapshot_format
+from geocachedb.storage import check_key, checked_batch
 from geocachedb.storage.scan import bounds
 
 _APPLIED = b"applied_index"
@@ -124,7 +125,7 @@ class LMDBStorage:
 
         def chunks():
             try:
-                yield from snapshot.encode(applied, txn.cursor())
+                yield from snapshot_format.encode(applied, txn.cursor())
             finally:
                 txn.abort()
 
@@ -143,7 +144,7 @@ class LMDBStorage:
                     "node with a larger --lmdb-map-size"
                 )
             work.started = True
-            reader = snapshot.SnapshotReader(chunks)
+            reader = snapshot_format.SnapshotReader(chunks)
             txn.drop(self._data, delete=False)
             cursor = txn.cursor(db=self._data)
             for key, value in reader.items():

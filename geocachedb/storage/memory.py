@@ -11,7 +11,8 @@ import bisect
 from zope.interface import implementer
 
 from geocachedb.interfaces import IStorage
-from geocachedb.storage import check_key, checked_batch, snapshot
+from geocachedb import snapshot_format
+from geocachedb.storage import check_key, checked_batch
 from geocachedb.storage.scan import bounds
 
 
@@ -88,11 +89,11 @@ class MemoryStorage:
     def snapshot_out(self):
         self._check_open()
         items = [(k, self._data[k]) for k in self._keys]
-        return snapshot.encode(self._applied, items)
+        return snapshot_format.encode(self._applied, items)
 
     def snapshot_in(self, chunks):
         self._check_open()
-        reader = snapshot.SnapshotReader(chunks)
+        reader = snapshot_format.SnapshotReader(chunks)
         data = dict(reader.items())
         self._data = data
         self._keys = sorted(data)

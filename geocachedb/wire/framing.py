@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from geocachedb.limits import MAX_FRAME_SIZE
+from geocachedb.net import describe_peer
 
 
 class FrameError(Exception):
@@ -31,9 +32,7 @@ class EnvelopeReceiver(Int32StringReceiver):
     MAX_LENGTH = MAX_FRAME_SIZE
 
     def peer_label(self):
-        peer = self.transport.getPeer() if self.transport else None
-        host = getattr(peer, "host", None)
-        return "%s:%s" % (host, getattr(peer, "port", "?")) if host else str(peer)
+        return describe_peer(self.transport.getPeer() if self.transport else None)
 
     def lengthLimitExceeded(self, length):
         if self.transport.disconnecting:

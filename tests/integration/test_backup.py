@@ -9,7 +9,7 @@ import sys
 from twisted.trial.unittest import TestCase
 
 from geocachedb.client import BlockingClient
-from geocachedb.testing.processes import Cluster, NodeProcess, free_port
+from geocachedb.harness.processes import Cluster, NodeProcess, free_port
 
 BIN = os.path.dirname(sys.executable)
 

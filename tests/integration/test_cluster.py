@@ -12,9 +12,8 @@ from twisted.trial.unittest import TestCase
 
 from geocachedb import errors
 from geocachedb.client import BlockingClient
+from geocachedb.harness.processes import Cluster, admin_command
 from geocachedb.testing.linearizability import History, check
-
-from geocachedb.testing.processes import Cluster, admin_command
 
 FAST = ("--heartbeat-interval", "50", "--election-timeout", "500", "--enable-fault-injection")
 

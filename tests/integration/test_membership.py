@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from geocachedb import errors
 from geocachedb.client import BlockingClient
-from geocachedb.testing.processes import Cluster, NodeProcess, admin_command, free_port
+from geocachedb.harness.processes import Cluster, NodeProcess, admin_command, free_port
 
 FAST = ("--heartbeat-interval", "50", "--election-timeout", "500", "--snapshot-entries", "500")
 BIN = os.path.dirname(sys.executable)

@@ -10,10 +10,9 @@ import time
 from twisted.trial.unittest import TestCase
 
 from geocachedb.client import BlockingClient
+from geocachedb.harness.processes import NodeProcess, admin_command, free_port
 from geocachedb.node.listener import PEER_PREAMBLE
 from geocachedb.wire import geocache_pb2 as pb
-
-from geocachedb.testing.processes import NodeProcess, admin_command, free_port
 
 
 def hello(cluster_id, node_id, target_id):

@@ -16,9 +16,8 @@ from twisted.trial.unittest import TestCase
 
 from geocachedb import errors
 from geocachedb.client import AsyncioClient, BlockingClient, TwistedClient
+from geocachedb.harness.processes import NodeProcess, admin_command, free_port
 from geocachedb.wire import geocache_pb2 as pb
-
-from geocachedb.testing.processes import NodeProcess, admin_command, free_port
 
 BIN = os.path.dirname(sys.executable)
 

@@ -10,7 +10,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from geocachedb.client import AsyncioClient, BlockingClient
-from geocachedb.testing.processes import Cluster
+from geocachedb.harness.processes import Cluster
 
 EXTRA = ("--heartbeat-interval", "50", "--election-timeout", "500", "--snapshot-entries", "300")
 

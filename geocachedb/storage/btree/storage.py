@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from geocachedb.interfaces import IStorage
-from geocachedb.storage import check_key, snapshot
+from geocachedb import snapshot_format
+from geocachedb.storage import check_key
 from geocachedb.storage.btree.node import MAX_KEY
 from geocachedb.storage.btree.pager import DEFAULT_CACHE_PAGES, DEFAULT_SPILL_PAGES, Pager
 from geocachedb.storage.btree.tree import BTree
@@ -133,11 +134,11 @@ class BTreeStorage:
         self._pager.check_usable()
         pin = self._pager.pin()
         items = self._tree.items(pin.root)
-        return _PinnedChunks(self._pager, pin, snapshot.encode(self._pager.applied, items))
+        return _PinnedChunks(self._pager, pin, snapshot_format.encode(self._pager.applied, items))
 
     def snapshot_in(self, chunks):
         self._pager.check_usable()
-        reader = snapshot.SnapshotReader(chunks)
+        reader = snapshot_format.SnapshotReader(chunks)
         tree = self._tree
         pager = self._pager
 

@@ -1,5 +1,6 @@
 """Real `twistd -n geocache` processes, for integration tests and
-benchmarks.
+benchmarks.  The child inherits this interpreter's environment, so set
+PYTHONPATH to run a checkout other than the installed one.
 
 Every process is started on free loopback ports with its own data directory
 and log file, and is stopped by its PID (`stop`/`kill`) — callers use
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from geocachedb.bench import procstat
+from geocachedb.harness import procstat
 from geocachedb.client.blocking import BlockingClient
 
 BIN = os.path.dirname(sys.executable)
