@@ -110,6 +110,30 @@ class MembershipTests(TestCase):
                     self.assertLess(time.monotonic(), deadline, "%s did not catch up" % node_id)
                     time.sleep(0.2)
 
+    def test_membership_from_a_follower_admin_shell(self):
+        # An operator uses the shell of whichever node they are on: every
+        # membership command is passed on to the leader.
+        leader = self.cluster.leader()
+        shell, other = [n for n in self.cluster.nodes if n != leader]
+        out = admin_command(self.cluster[shell], "remove-member " + other, timeout=30)
+        self.assertNotIn("error", out)
+        self.assertNotIn(other, out.split("members:", 1)[1])
+        out = admin_command(self.cluster[shell], "add-member %s %s --learner"
+                            % (other, self.cluster[other].address), timeout=30)
+        self.assertIn(other + " (learner)", out)
+        deadline = time.monotonic() + 20
+        while True:  # refused until the learner has caught up
+            out = admin_command(self.cluster[shell], "promote " + other, timeout=30)
+            if "error" not in out or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertNotIn("error", out)
+        self.assertNotIn("(learner)", out)
+        self.assertEqual(len(out.split("members:", 1)[1].split(",")), 3)
+        out = admin_command(self.cluster[shell], "transfer-leader " + other, timeout=30)
+        self.assertIn(other + "*", out)
+        self.assertEqual(self.cluster.leader(timeout=10), other)
+
     def test_transfer_leadership_from_cli_and_admin_shell(self):
         leader = self.cluster.leader()
         target = next(n for n in self.cluster.nodes if n != leader)
