@@ -14,7 +14,10 @@ from geocachedb.raft import core, log, progress, readindex
 from geocachedb.raft import quorum as quorum_module
 from geocachedb.raft import types as t
 from geocachedb.raft.types import HardState, Message
+from geocachedb.server import forwarding
+from geocachedb.server import server as server_module
 from geocachedb.testing import sim
+from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.testing.faults import KINDS, NemesisConfig
 from geocachedb.testing.membership import OperatorConfig
 from geocachedb.testing.workload import WorkloadConfig
@@ -231,3 +234,59 @@ class ConfChangeBeforeThePreviousCommits(MutationTest):
         # safety violation this mutation is about.
         result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=4000, kinds=kinds)
         self.assertCaught(result, *kinds)
+
+
+# -- the server layer (geocachedb.server), which the simulator drives on
+# every node since issue 13
+
+
+def _key_of(data):
+    """(operation, key) of an encoded client write."""
+    cmd = pb.Command.FromString(data)
+    op = cmd.WhichOneof("op")
+    if op is None:
+        raise ValueError("not a client write")
+    return op, getattr(cmd, op).key
+
+
+class ForwardedWriteAnsweredByAnotherWrite(MutationTest):
+    def test_simulator_catches_a_forwarded_write_answered_by_a_write_of_the_same_key(self):
+        # The follower matches applied entries to its waiting clients by
+        # operation and key instead of by the unique proposal_id: another
+        # client's put (or delete) of that key answers this one, with that entry's index, before
+        # this one is applied (if it ever is).
+        def applied(self, entries, results):
+            sent = self._sent
+            for entry, result in zip(entries, results):
+                try:
+                    key = _key_of(entry.data)
+                except Exception:
+                    continue  # not a client write
+                for data, callback in list(sent.items()):
+                    if _key_of(data) == key:
+                        sent.pop(data)
+                        callback(result, None)
+                        break
+
+        self.patch(forwarding.Forwarding, "applied", applied)
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000,
+                                     kinds=("acknowledged-write-lost", "linearizability"))
+        self.assertCaught(result, "acknowledged-write-lost", "linearizability")
+
+
+class ReadServedWhileWaitingForALeader(MutationTest):
+    def test_simulator_catches_a_read_served_from_local_state_without_a_leader(self):
+        # "No leader yet, so serve it from what we have" instead of waiting
+        # for one: a node cut off from the majority answers with old data.
+        original = server_module.Server.read_barrier
+
+        def read_barrier(self, callback):
+            if self.replica.leader_id is None:
+                callback(None, None)
+                return
+            original(self, callback)
+
+        self.patch(server_module.Server, "read_barrier", read_barrier)
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000,
+                                     kinds=("linearizability",))
+        self.assertCaught(result, "linearizability")
