@@ -1,6 +1,7 @@
 """A simulator that finds nothing wrong with a broken core is not done.
 
-Each test here breaks the real Raft core on purpose with the smallest patch
+Each test here breaks the real Raft core or the server layer above it on
+purpose with the smallest patch
 that embodies one classic bug, then runs the simulator over seeds 0, 1, 2,
 ... and passes as soon as one seed reports a violation (failing if none of
 the first 1,000 does).  Each uses a fault mix chosen to provoke its bug
@@ -14,7 +15,9 @@ from geocachedb.raft import core, log, progress, readindex
 from geocachedb.raft import quorum as quorum_module
 from geocachedb.raft import types as t
 from geocachedb.raft.types import HardState, Message
+from geocachedb import statemachine
 from geocachedb.server import forwarding
+from geocachedb.server import replica as server_replica
 from geocachedb.server import server as server_module
 from geocachedb.testing import sim
 from geocachedb.wire import geocache_pb2 as pb
@@ -290,3 +293,32 @@ class ReadServedWhileWaitingForALeader(MutationTest):
         result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000,
                                      kinds=("linearizability",))
         self.assertCaught(result, "linearizability")
+
+
+class ForwardedWriteAnsweredBeforeItApplies(MutationTest):
+    def test_simulator_catches_a_forwarded_write_answered_once_it_is_in_the_log(self):
+        # The follower answers its client as soon as the leader's append
+        # with the write is synced to its own log ("it has reached us"),
+        # not when the entry commits and applies: a leader that dies before
+        # a majority has it takes the acknowledged write with it.
+        original = server_replica.Replica._handle_ready
+
+        def handle_ready(self, rd):
+            original(self, rd)
+            if rd.entries and self.on_apply is not None:
+                results = [statemachine.DeleteResult(e.index, True)
+                           if _is_delete(e.data) else statemachine.PutResult(e.index)
+                           for e in rd.entries]
+                self.on_apply(rd.entries, results)
+
+        self.patch(server_replica.Replica, "_handle_ready", handle_ready)
+        kinds = ("acknowledged-write-lost", "linearizability")
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000, kinds=kinds)
+        self.assertCaught(result, *kinds)
+
+
+def _is_delete(data):
+    try:
+        return _key_of(data)[0] == "delete"
+    except Exception:
+        return False
