@@ -322,3 +322,26 @@ def _is_delete(data):
         return _key_of(data)[0] == "delete"
     except Exception:
         return False
+
+
+class PromotionOfALearnerNotCaughtUp(MutationTest):
+    def test_simulator_catches_a_learner_promoted_before_it_caught_up(self):
+        # The catch-up test reads the optimistic `next` (what the leader
+        # has sent) instead of `match` (what the learner has stored).
+        original = core.RaftCore._propose_conf
+
+        def _propose_conf(self, kind, node_id, address):
+            pr = self.tracker.progress.get(node_id)
+            if kind != "promote" or pr is None:
+                return original(self, kind, node_id, address)
+            saved = pr.match
+            pr.match = max(pr.match, pr.next - 1)
+            try:
+                return original(self, kind, node_id, address)
+            finally:
+                pr.match = saved
+
+        self.patch(core.RaftCore, "_propose_conf", _propose_conf)
+        result = self.find_violation(sim.SimConfig, nodes=[3, 5], run_time=2000,
+                                     kinds=("promotion-not-caught-up",))
+        self.assertCaught(result, "promotion-not-caught-up")

@@ -133,6 +133,10 @@ class SimDisk:
         self.fsyncs += 1
 
     # For the final checks: what survives a crash now.
+    def durable_last_index(self):
+        """The last index a crash now would leave in the log."""
+        return self._durable.last_index()
+
     def durable_hard_state(self):
         return _copy_hard_state(self._durable.hard_state)
 

@@ -15,6 +15,8 @@ keeps a global record and turns any contradiction into a `Violation`:
   leader of a later term;
 * state-machine safety — no two nodes commit or apply different entries at
   one index, and each node applies its entries in order, each once;
+* promotion — a learner becomes a voter only once its disk holds the log
+  up to the configuration change before its promotion;
 * (at the end, from `sim`) every acknowledged write is in the committed log
   at the index it was acknowledged with.
 
@@ -22,6 +24,10 @@ Indexes compacted away are skipped, not failed.  A log reset to a snapshot
 must not drop a committed entry, and the snapshot's last entry must be the
 committed one at its index.
 """
+
+import json
+
+from geocachedb.raft.types import CONF
 
 
 class Violation:
@@ -43,11 +49,14 @@ def _same(a, b):
 
 
 class InvariantChecker:
-    def __init__(self, clock, role_of=lambda node_id: None, limit=20):
+    def __init__(self, clock, role_of=lambda node_id: None, limit=20,
+                 durable_last=lambda node_id: None):
         """``clock()`` gives the current virtual time; ``role_of(node_id)``
-        the role of the running core (None when down)."""
+        the role of the running core (None when down); ``durable_last(node_id)``
+        the last index its disk holds durably (None: unknown)."""
         self._clock = clock
         self._role_of = role_of
+        self._durable_last = durable_last
         self.limit = limit
         self.violations = []
         self.leader_of_term = {}  # term -> node id
@@ -104,6 +113,10 @@ class InvariantChecker:
                 )
 
     def after_append(self, log, entries):
+        if self._role_of(log.node_id) == "leader":
+            for entry in entries:
+                if entry.kind == CONF:
+                    self._check_promotion(log, entry)
         for entry in entries:
             try:
                 prev_term = log.term(entry.index - 1)
@@ -166,6 +179,30 @@ class InvariantChecker:
                 break
 
     # -- the state machine observer
+
+    def _check_promotion(self, log, entry):
+        """A learner is promoted only once it holds the configuration in
+        force before the change (everything up to the entry that added
+        it): a voter never starts empty, or a quorum could be formed by
+        nodes without the committed entries' data."""
+        try:
+            change = json.loads(bytes(entry.data)).get("change")
+        except ValueError:
+            return
+        if not change or change[0] != "promote":
+            return
+        learner = change[1]
+        previous = None
+        for index in range(entry.index - 1, log.first_index() - 1, -1):
+            earlier = log.entry(index)
+            if earlier is not None and earlier.kind == CONF:
+                previous = index
+                break
+        has = self._durable_last(learner)
+        if previous is not None and has is not None and has < previous:
+            self._fail("promotion-not-caught-up",
+                       "%s promoted %s at index %d, but its log ends at %d, before the "
+                       "configuration change %d" % (log.node_id, learner, entry.index, has, previous))
 
     def installed(self, node, index):
         """``node``'s state machine was replaced by a snapshot at ``index``

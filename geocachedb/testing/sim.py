@@ -104,7 +104,8 @@ class Simulation:
         self.scheduler = Scheduler(seed)
         if self.config.swarm:
             self.config = swarm(self.config, self.scheduler.rng)
-        self.checker = InvariantChecker(lambda: self.scheduler.now, self._role_of)
+        self.checker = InvariantChecker(lambda: self.scheduler.now, self._role_of,
+                                        durable_last=self._durable_last)
         self.cluster = SimCluster(
             self.scheduler,
             lambda deliver: SimNetwork(self.scheduler, deliver),
@@ -134,6 +135,10 @@ class Simulation:
     def trace(self, text):
         if self._trace is not None:
             self._trace("%7d  %s" % (self.scheduler.now, text))
+
+    def _durable_last(self, node_id):
+        node = self.cluster.node(node_id)
+        return None if node is None else node.disk.durable_last_index()
 
     def _role_of(self, node_id):
         node = self.cluster.node(node_id)
