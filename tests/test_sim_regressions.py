@@ -12,6 +12,7 @@ checks that the simulator still finds it.
 from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb.raft import core
+from geocachedb.server.membership import Membership
 from geocachedb.server.replica import Replica as ServerReplica
 from geocachedb.raft import types as t
 from geocachedb.testing import sim
@@ -156,6 +157,28 @@ class RemoveAcknowledgedFromAnUncommittedConfiguration(SynchronousTestCase):
     def test_the_seed_that_finds_it_stays_clean(self):
         result = sim.run_seed(109, 3, stale_leader_config())
         self.assertEqual(result.violations, [], sim.replay_command(109, 3))
+
+
+class MembershipAnsweredFromAStaleLeadersView(SynchronousTestCase):
+    """A paused leader of an old term, its configuration committed as far
+    as it knew, answered ``add n3`` as already done: n3 had been removed
+    in the new term meanwhile (seed 3434, 3 nodes).  Membership now
+    confirms leadership with a ReadIndex round before answering from its
+    own view."""
+
+    def test_simulator_finds_it_when_put_back(self):
+        self.patch(Membership, "_confirm_leadership", lambda self, callback: callback(None, None))
+        for seed in [3434, *range(1000)]:
+            result = sim.run_seed(seed, 3)
+            if not result.ok:
+                print("caught at seed %d" % seed)
+                self.assertEqual({v.kind for v in result.violations}, {"membership-change-lost"})
+                return
+        self.fail("the simulator no longer finds a membership answer from a stale leader")
+
+    def test_the_seed_that_finds_it_stays_clean(self):
+        result = sim.run_seed(3434, 3)
+        self.assertEqual(result.violations, [], sim.replay_command(3434, 3))
 
 
 def stale_leader_config():

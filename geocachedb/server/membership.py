@@ -55,17 +55,37 @@ class Membership:
             callback(None if error is not None else self.members(), error)
 
         # Idempotent on the leader, so that a client's retry of an add or a
-        # remove that already happened succeeds instead of failing; only on
-        # a committed configuration, since a stale leader's appended change
-        # may still be lost (the simulator found a remove acknowledged that
-        # way and undone; seed 109 with pre-vote and check-quorum off).
-        current = dict(replica.members())
-        if replica.role == "leader" and replica.conf_committed() and (
-            (action == "remove" and node_id not in current)
-            or (action == "add" and node_id in current)
-        ):
-            callback(self.members(), None)
+        # remove that already happened succeeds instead of failing.  Only
+        # on a committed configuration, and only once a ReadIndex round has
+        # confirmed this node still leads: a stale leader's own appended
+        # change may still be lost, and a stale leader's committed view may
+        # be long out of date (the simulator found both: seeds 109 with
+        # pre-vote and check-quorum off, and 3434).
+        if action in ("add", "remove") and replica.role == "leader" and self._already(action, node_id):
+            def confirmed(result, error):
+                if error is not None:
+                    callback(None, error)
+                elif self._already(action, node_id):
+                    callback(self.members(), None)
+                else:
+                    self._start(action, node_id, address, learner, done)
+
+            self._confirm_leadership(confirmed)
             return
+        self._start(action, node_id, address, learner, done)
+
+    def _confirm_leadership(self, callback):
+        self._server.read_barrier(callback)
+
+    def _already(self, action, node_id):
+        replica = self._server.replica
+        if not replica.conf_committed():
+            return False
+        current = dict(replica.members())
+        return (node_id not in current) if action == "remove" else (node_id in current)
+
+    def _start(self, action, node_id, address, learner, done):
+        server = self._server
         if action == "transfer":
             def start(cb):
                 server.replica.transfer_leadership(node_id, cb)
@@ -75,6 +95,6 @@ class Membership:
             def start(cb):
                 server.replica.propose_conf_change(kind, node_id, cb, address=address or None)
         else:
-            callback(None, errors.InvalidArgument("unknown member action %r" % action))
+            done(None, errors.InvalidArgument("unknown member action %r" % action))
             return
         server.leader_aware(start, done)
