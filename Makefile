@@ -19,14 +19,15 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# The real-telnet test drives /usr/bin/telnet; install it when missing and
-# when we can (root with apt).  Without it that one test says why it skips.
+# The real-telnet test drives /usr/bin/telnet and the etcd side-by-side
+# test a real etcd; install them when missing and when we can (root with
+# apt).  Without them those tests say why they skip.
 test-deps: $(STAMP)
-	@command -v telnet >/dev/null 2>&1 || { \
+	@{ command -v telnet && command -v etcd; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq telnet) >/dev/null 2>&1 \
-	      || echo "warning: could not install telnet"; \
-	  else echo "note: telnet is not installed (needs root and apt-get)"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq telnet etcd-server) >/dev/null 2>&1 \
+	      || echo "warning: could not install telnet and etcd-server"; \
+	  else echo "note: telnet or etcd is not installed (needs root and apt-get)"; fi; }
 
 test: test-deps
 	$(PY) -m pytest -q -ra tests
