@@ -8,6 +8,9 @@ import shutil
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from geocachedb.interfaces import ISnapshotStore
 
 from geocachedb.raft import confchange
 from geocachedb.raft.memlog import MemoryRaftLog
@@ -34,6 +37,9 @@ class StoreContract:
 
     def make(self):
         raise NotImplementedError
+
+    def test_provides_the_whole_interface_the_replica_calls(self):
+        self.assertTrue(verifyObject(ISnapshotStore, self.make()))
 
     def test_nothing_is_completed_until_finish(self):
         store = self.make()
