@@ -91,9 +91,9 @@ def reachable_from(roots):
     """{module: the module that imports it} for every geocachedb module the
     import statements of ``roots`` lead to, transitively."""
     seen = {root: None for root in roots}
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
+    pending = list(roots)  # the worklist of the walk
+    while pending:
+        name = pending.pop()
         path = module_path(name)
         if path is None:
             continue
@@ -104,7 +104,7 @@ def reachable_from(roots):
                 prefix = ".".join(parts[:i])
                 if prefix not in seen and module_path(prefix):
                     seen[prefix] = name
-                    todo.append(prefix)
+                    pending.append(prefix)
     return seen
 
 

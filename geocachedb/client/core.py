@@ -96,6 +96,28 @@ def result_of(kind, response):
     raise ValueError(kind)
 
 
+class KeyValueCalls:
+    """The key-value API of a client, each call one ``_call(kind, key,
+    value, timeout=, **extra)`` of the class it is mixed into (a session
+    with failover, or one connection)."""
+
+    def get(self, key, serializable=False, timeout=None):
+        return self._call("get", key, serializable=serializable, timeout=timeout)
+
+    def put(self, key, value, timeout=None):
+        return self._call("put", key, value, timeout=timeout)
+
+    def delete(self, key, timeout=None):
+        return self._call("delete", key, timeout=timeout)
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+        return self._call("range", start=start, end=end, prefix=prefix, limit=limit,
+                          serializable=serializable, timeout=timeout)
+
+    def status(self, timeout=None):
+        return self._call("status", timeout=timeout)
+
+
 class WriteSequencer:
     """Sequence numbers for one client id's writes, and the floor below
     which every write has been answered (sent as ``ack_floor`` so the

@@ -18,7 +18,7 @@ while connecting); an answer's deadline is kept by the connection's
 import time
 
 from geocachedb import errors
-from geocachedb.client.core import WriteSequencer, build_request, check_bytes, result_of
+from geocachedb.client.core import KeyValueCalls, WriteSequencer, build_request, check_bytes, result_of
 from geocachedb.net import format_address, parse_address
 
 WRITES = ("put", "delete")
@@ -26,7 +26,7 @@ WRITES = ("put", "delete")
 RETRIED = (errors.NotLeader, errors.Unavailable, TimeoutError)
 
 
-class Session:
+class Session(KeyValueCalls):
     RETRY_DELAY = 0.05
 
     def __init__(self, addresses, api, timeout=5.0, max_frame=None):
@@ -194,22 +194,8 @@ class Session:
     # Deferred.addTimeout around it.  The plain ones return the coroutine of
     # `call` itself rather than wrapping it in one more.
 
-    def get(self, key, serializable=False, timeout=None):
-        return self.call("get", key, serializable=serializable, timeout=timeout)
-
-    def put(self, key, value, timeout=None):
-        return self.call("put", key, value, timeout=timeout)
-
-    def delete(self, key, timeout=None):
-        return self.call("delete", key, timeout=timeout)
-
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
-        return self.call(
-            "range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable, timeout=timeout
-        )
-
-    def status(self, timeout=None):
-        return self.call("status", timeout=timeout)
+    # get, put, delete, range and status come from `KeyValueCalls`.
+    _call = call
 
     async def backup(self, write, timeout=None):
         """Pull a consistent backup of the whole key space, calling

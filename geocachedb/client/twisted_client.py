@@ -14,13 +14,13 @@ import txaio.tx
 from twisted.internet import defer, endpoints, error, protocol
 
 from geocachedb import errors
-from geocachedb.client.core import ClientCore, build_request, check_bytes, result_of
+from geocachedb.client.core import ClientCore, KeyValueCalls, build_request, check_bytes, result_of
 from geocachedb.client.session import Session
 from geocachedb.limits import MAX_FRAME_SIZE
 from geocachedb.net import format_address, set_no_delay
 
 
-class GeoCacheClientProtocol(protocol.Protocol):
+class GeoCacheClientProtocol(KeyValueCalls, protocol.Protocol):
     """One client connection (see module docstring)."""
 
     max_frame = MAX_FRAME_SIZE
@@ -65,24 +65,9 @@ class GeoCacheClientProtocol(protocol.Protocol):
             d = self.core.call(request, timeout)
         return d.addCallback(lambda response: result_of(kind, response))
 
-    # ``timeout``: seconds to wait for the answer (default: no limit); then
+    # get, put, delete, range and status come from `KeyValueCalls`;
+    # ``timeout``: seconds to wait for the answer (default: no limit), then
     # the Deferred fails with TimeoutError.
-
-    def get(self, key, serializable=False, timeout=None):
-        return self._call("get", key, serializable=serializable, timeout=timeout)
-
-    def put(self, key, value, timeout=None):
-        return self._call("put", key, value, timeout=timeout)
-
-    def delete(self, key, timeout=None):
-        return self._call("delete", key, timeout=timeout)
-
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
-        return self._call("range", start=start, end=end, prefix=prefix, limit=limit, serializable=serializable,
-                          timeout=timeout)
-
-    def status(self, timeout=None):
-        return self._call("status", timeout=timeout)
 
 
 class GeoCacheClientFactory(protocol.ClientFactory):
