@@ -74,9 +74,31 @@ class Internal(GeoCacheError):
     code = pb.INTERNAL
 
 
+class Compacted(GeoCacheError):
+    """The revision asked for is below the compaction point (the message
+    names it)."""
+
+    code = pb.COMPACTED
+
+
+class FutureRevision(GeoCacheError):
+    """The revision asked for is above the current one."""
+
+    code = pb.FUTURE_REVISION
+
+
+class SessionExpired(GeoCacheError):
+    """The client's session was dropped from the deduplication table, so
+    a retried write cannot be told from a new one: it was not applied now,
+    and whether its first attempt was is unknown."""
+
+    code = pb.SESSION_EXPIRED
+
+
 _BY_CODE = {
     cls.code: cls
-    for cls in (NotFound, NotLeader, InvalidArgument, TooLarge, Unavailable, Internal)
+    for cls in (NotFound, NotLeader, InvalidArgument, TooLarge, Unavailable, Internal,
+                Compacted, FutureRevision, SessionExpired)
 }
 
 

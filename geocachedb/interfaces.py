@@ -210,11 +210,21 @@ class IStateMachine(Interface):
     def flush():
         """Write what is applied but only in memory to storage, now."""
 
+    revision = Attribute("The revision of the last change applied (memory included).")
+    compact_revision = Attribute("Reads below this revision fail with COMPACTED.")
+
     def get(key):
-        """The value of ``key`` as of the applied index, or None."""
+        """The current value of user key ``key``, or None."""
+
+    def get_kv(key, revision=0):
+        """A user key's `geocachedb.mvcc.KV` as of ``revision`` (0: now),
+        or None; raises Compacted / FutureRevision."""
+
+    def range(request, out):
+        """Serve a `RangeRequest` into the `RangeResponse` ``out``."""
 
     def scan(start=b"", end=None, prefix=None, limit=None):
-        """``[(key, value)]`` as of the applied index (reserved keys hidden)."""
+        """``[(key, value)]`` of the user keys as of the applied index."""
 
 
 class ISnapshotStore(Interface):
@@ -266,8 +276,9 @@ class INodeControl(Interface):
 
     def status():
         """A dict: ``id, role, term, leader, commit_index, applied_index,
-        log_first_index, log_last_index, snapshot_index, storage,
-        storage_bytes, uptime`` (seconds, float) and ``peers``: a list of
+        log_first_index, log_last_index, snapshot_index, revision,
+        compact_revision, storage, storage_bytes, uptime`` (seconds,
+        float) and ``peers``: a list of
         dicts ``id, address, connected, match_index, last_contact``
         (seconds ago, float or None)."""
 
@@ -282,6 +293,15 @@ class INodeControl(Interface):
 
     def get(key):
         """Deferred firing with the value (bytes) or None; linearizable."""
+
+    def get_kv(key, revision=0):
+        """Deferred firing with the key's `geocachedb.client.KeyValue` as
+        of ``revision`` (0: now) or None; linearizable; fails with
+        Compacted / FutureRevision."""
+
+    def compact_history(revision):
+        """Deferred firing with None once the key history below
+        ``revision`` is compacted (through Raft, on every node)."""
 
     def put(key, value):
         """Deferred firing with the Raft index when the write is applied."""

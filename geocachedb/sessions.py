@@ -13,22 +13,32 @@ The table is part of the replicated state: each session is one record under
 `RESERVED_PREFIX` in the same `IStorage` batch as the data it describes, so
 it survives restarts and travels in snapshots.  At most `MAX_SESSIONS`
 sessions are kept; beyond that the one unused for the longest (smallest last
-applied index — deterministic on every replica) is dropped, and a retry from
-that client could then apply twice.
+applied index — deterministic on every replica) is dropped.  A later write
+from a dropped session that says some of its writes were answered
+(``ack_floor`` > 1) gets SESSION_EXPIRED instead of being applied: it may be
+a retry whose first attempt was applied.  (A dropped session none of whose
+writes was answered yet cannot be told from a new one; see
+docs/ARCHITECTURE.md.)
+
+A result is the `pb.Response` the write was answered with (no id), so a
+retry of any write, a txn included, gets exactly the first answer.
 """
 
 import struct
 
 from geocachedb.limits import RESERVED_PREFIX
+from geocachedb.wire import geocache_pb2 as pb
 
 SESSION_PREFIX = RESERVED_PREFIX + b"session/"
 MAX_SESSIONS = 10000
 MAX_RESULTS_PER_SESSION = 4096
 
 _HEAD = struct.Struct(">QQI")  # floor, last_index, count
-_RESULT = struct.Struct(">QBQ?")  # seq, kind, index, deleted
+_V1_RESULT = struct.Struct(">QBQ?")  # seq, kind, index, deleted (before revisions)
+_V2 = b"\x02"  # first byte of a v2 record (a v1 record starts with a floor < 2**56)
+_RESULT = struct.Struct(">QI")  # seq, length of the encoded Response that follows
 
-PUT, DELETE = 1, 2
+_V1_PUT, _V1_DELETE = 1, 2
 
 
 class ClientSession:
@@ -37,24 +47,44 @@ class ClientSession:
     def __init__(self, floor=0, last_index=0, results=None):
         self.floor = floor
         self.last_index = last_index
-        self.results = results if results is not None else {}  # seq -> (kind, index, deleted)
+        self.results = results if results is not None else {}  # seq -> pb.Response
 
     def encode(self):
-        parts = [_HEAD.pack(self.floor, self.last_index, len(self.results))]
+        parts = [_V2, _HEAD.pack(self.floor, self.last_index, len(self.results))]
         for seq in sorted(self.results):
-            kind, index, deleted = self.results[seq]
-            parts.append(_RESULT.pack(seq, kind, index, deleted))
+            data = self.results[seq].SerializeToString()
+            parts.append(_RESULT.pack(seq, len(data)))
+            parts.append(data)
         return b"".join(parts)
 
     @classmethod
     def decode(cls, data):
+        if data[:1] != _V2:
+            return cls._decode_v1(data)
+        floor, last_index, count = _HEAD.unpack_from(data, 1)
+        results = {}
+        offset = 1 + _HEAD.size
+        for _ in range(count):
+            seq, length = _RESULT.unpack_from(data, offset)
+            offset += _RESULT.size
+            results[seq] = pb.Response.FromString(data[offset:offset + length])
+            offset += length
+        return cls(floor, last_index, results)
+
+    @classmethod
+    def _decode_v1(cls, data):
+        # Written before revisions existed: the answer had no revision.
         floor, last_index, count = _HEAD.unpack_from(data, 0)
         results = {}
         offset = _HEAD.size
         for _ in range(count):
-            seq, kind, index, deleted = _RESULT.unpack_from(data, offset)
-            offset += _RESULT.size
-            results[seq] = (kind, index, deleted)
+            seq, kind, index, deleted = _V1_RESULT.unpack_from(data, offset)
+            offset += _V1_RESULT.size
+            if kind == _V1_PUT:
+                results[seq] = pb.Response(put=pb.PutResponse(index=index))
+            else:
+                results[seq] = pb.Response(
+                    delete=pb.DeleteResponse(index=index, deleted=deleted, count=int(deleted)))
         return cls(floor, last_index, results)
 
 
@@ -71,13 +101,14 @@ class SessionTable:
             (client_id,) = struct.unpack(">Q", key[len(SESSION_PREFIX):])
             self.sessions[client_id] = ClientSession.decode(value)
 
-    def lookup(self, client_id, seq):
-        """The stored (kind, index, deleted) of a duplicate, False when
-        the write is new.  A duplicate below the floor whose result was
-        forgotten gives None."""
+    def lookup(self, client_id, seq, ack_floor):
+        """The stored Response of a duplicate, False when the write is
+        new.  None when it cannot be told: a duplicate below the floor
+        whose result was forgotten, or a write of a session that is gone
+        but had writes answered (``ack_floor`` > 1)."""
         session = self.sessions.get(client_id)
         if session is None:
-            return False
+            return None if ack_floor > 1 else False
         if seq in session.results:
             return session.results[seq]
         if seq < session.floor:
@@ -85,7 +116,7 @@ class SessionTable:
         return False
 
     def record(self, client_id, seq, ack_floor, result, index, dirty):
-        """Remember ``result`` for (client_id, seq); add the session's key
+        """Remember ``result`` (its Response) for (client_id, seq); add the session's key
         to ``dirty`` (client ids whose record must be written)."""
         session = self.sessions.get(client_id)
         if session is None:

@@ -7,11 +7,14 @@ see `KVStateMachine`) writes the batches to storage with **one**
 `apply_batch` that also records the index of the last entry.  Storage thus
 never holds an entry twice: after a crash the entries past its applied index
 (applied in memory only) are applied again from the Raft log, exactly once.
-Entries are encoded `geocache.Command` messages; an entry with no data is a
-new leader's empty entry and only advances the applied index.
+Entries are encoded `geocache.Command` messages, executed by
+`geocachedb.commands` against the multi-version key space
+(`geocachedb.mvcc`: revisions, history, compaction); an entry with no data
+is a new leader's empty entry and only advances the applied index.
 
-Reads (`get`, `scan`) see memory first, then storage; whether they are
-linearizable is decided before they get here (ReadIndex in the server).
+Reads (`get_kv`, `range`) go through the key space, which reads memory
+first, then storage; whether they are linearizable is decided before they
+get here (ReadIndex in the server).
 
 Membership: a CONF entry carries the whole cluster configuration; applying
 it stores those bytes under `CONF_KEY` (in the reserved key range, in the
@@ -25,49 +28,17 @@ import threading
 
 from zope.interface import implementer
 
-from geocachedb import sessions
+from geocachedb import commands, errors
 from geocachedb.interfaces import IStateMachine
+from geocachedb.mvcc import META_KEY, PUT, KeySpace, encode_event, history_key
 from geocachedb.raft.types import CONF, NORMAL
 from geocachedb.sessions import RESERVED_PREFIX, SessionTable
 from geocachedb.storage.scan import prefix_end
 from geocachedb.wire import geocache_pb2 as pb
 
-
-def encode_put(key, value, client_id=0, seq=0, ack_floor=0):
-    cmd = pb.Command(client_id=client_id, seq=seq, ack_floor=ack_floor)
-    cmd.put.key = key
-    cmd.put.value = value
-    return cmd.SerializeToString()
-
-
-def encode_delete(key, client_id=0, seq=0, ack_floor=0):
-    cmd = pb.Command(client_id=client_id, seq=seq, ack_floor=ack_floor)
-    cmd.delete.key = key
-    return cmd.SerializeToString()
-
-
-class PutResult:
-    __slots__ = ("index",)
-
-    def __init__(self, index):
-        self.index = index
-
-    def __repr__(self):
-        return "PutResult(%d)" % self.index
-
-
-class DeleteResult:
-    __slots__ = ("index", "deleted")
-
-    def __init__(self, index, deleted):
-        self.index = index
-        self.deleted = deleted
-
-    def __repr__(self):
-        return "DeleteResult(%d, %r)" % (self.index, self.deleted)
-
-
-_RESERVED_END = prefix_end(RESERVED_PREFIX)
+# Kept here for the callers that encode single writes.
+encode_put = commands.encode_put
+encode_delete = commands.encode_delete
 
 # The configuration as of the applied index: the data of the last CONF entry.
 CONF_KEY = RESERVED_PREFIX + b"raft/conf"
@@ -103,6 +74,9 @@ class KVStateMachine:
         self._pending_index = 0
         self._flushing = None  # the _Flush being written in the background
         self._dirty_sessions = set()  # client ids whose record is not in _pending
+        self.space = KeySpace(self.stored)
+        _upgrade(storage)
+        self.space.load(storage)
         index = storage.applied_index()
         # (the flush before the last, the last): LMDB without the meta-page
         # fsync may lose its last transaction to an OS crash.
@@ -119,6 +93,17 @@ class KVStateMachine:
         # which an OS crash may still undo: it is durable after the next.
         self._flushed = (min(self._flushed[0], index), index)
         self.sessions = SessionTable(self.storage)
+        _upgrade(self.storage)
+        self.space.load(self.storage)
+
+    @property
+    def revision(self):
+        """The revision of the last change applied (memory included)."""
+        return self.space.revision
+
+    @property
+    def compact_revision(self):
+        return self.space.compact_revision
 
     @property
     def applied_index(self):
@@ -190,7 +175,7 @@ class KVStateMachine:
 
     def configuration(self):
         """The data of the last CONF entry applied (None if there was none)."""
-        return self.get(CONF_KEY)
+        return self.stored(CONF_KEY)
 
     def snapshot_chunks(self):
         """The state at the applied index, as `IStorage.snapshot_out` chunks."""
@@ -205,20 +190,20 @@ class KVStateMachine:
         self.reload()
 
     def apply(self, entries):
-        """Apply committed ``entries`` (in index order) in one storage
-        transaction; return one result per entry (None for entries that are
-        not client commands)."""
+        """Apply committed ``entries`` (in index order); return one result
+        per entry: the Response of a client command (`commands.execute`),
+        None for the others."""
         if not entries:
             return []
-        # Later operations on a key win; `apply_batch` applies puts before
-        # deletes, so the final state of each key is computed here first.
-        final = {}
         results = []
         append = results.append
         table = self.sessions
         # Sessions changed since the last flush: encoded once per flush,
         # not once per batch (`_take_pending`).
         dirty = self._dirty_sessions
+        pending = self._pending
+        space = self.space
+        execute = commands.execute
         parse = pb.Command.FromString
         for entry in entries:
             kind = entry.kind
@@ -228,35 +213,23 @@ class KVStateMachine:
                     append(None)
                     continue
                 cmd = parse(data)
-                index = entry.index
                 op = cmd.WhichOneof("op")
+                if op is None:
+                    append(None)
+                    continue
                 cid = cmd.client_id
                 if cid:
                     seq = cmd.seq
-                    seen = table.lookup(cid, seq)
+                    seen = table.lookup(cid, seq, cmd.ack_floor)
                     if seen is not False:
-                        append(_replayed(seen, op, index))
+                        append(seen if seen is not None else _expired(space.revision))
                         continue
-                if op == "put":
-                    put = cmd.put
-                    final[put.key] = put.value
-                    append(PutResult(index))
-                    if cid:
-                        table.record(cid, seq, cmd.ack_floor, (sessions.PUT, index, False), index, dirty)
-                elif op == "delete":
-                    key = cmd.delete.key
-                    if key in final:
-                        existed = final[key] is not None
-                    else:
-                        existed = self.get(key) is not None
-                    final[key] = None
-                    append(DeleteResult(index, existed))
-                    if cid:
-                        table.record(cid, seq, cmd.ack_floor, (sessions.DELETE, index, existed), index, dirty)
-                else:
-                    append(None)
+                result = execute(space, cmd, op, entry.index, pending)
+                append(result)
+                if cid:
+                    table.record(cid, seq, cmd.ack_floor, result, entry.index, dirty)
             elif kind == CONF:
-                final[CONF_KEY] = entry.data
+                pending[CONF_KEY] = entry.data
                 append(None)
             else:
                 append(None)
@@ -264,20 +237,26 @@ class KVStateMachine:
             evicted = []
             table.evict(dirty, evicted)
             for key in evicted:
-                final[key] = None
-        self._pending.update(final)
+                pending[key] = None
         self._pending_index = entries[-1].index
         if not self.write_behind:
             self.flush()
-        elif len(self._pending) >= self.write_behind:
+        elif len(pending) >= self.write_behind:
             # Bounded memory: at most one batch in flight and one of this size.
             if self._flushing is None:
                 self.flush_in_background()
-            elif len(self._pending) >= 2 * self.write_behind:
+            elif len(pending) >= 2 * self.write_behind:
                 self.flush()
         return results
 
     def get(self, key):
+        """The current value of user key ``key``, or None."""
+        kv = self.space.get(key)
+        return None if kv is None else kv.value
+
+    def stored(self, key):
+        """The bytes under storage key ``key``, pending writes included
+        (the reserved keys: history, sessions, the configuration)."""
         pending = self._pending
         if key in pending:
             return pending[key]
@@ -286,21 +265,53 @@ class KVStateMachine:
             return flushing.pending[key]
         return self.storage.get(key)
 
+    def get_kv(self, key, revision=0):
+        """``key``'s KV as of ``revision`` (0: now), or None; Compacted /
+        FutureRevision when that revision cannot be read."""
+        self.space.check_revision(revision)
+        return self.space.get(key, revision)
+
+    def range(self, request, out):
+        """Serve a RangeRequest into RangeResponse ``out``."""
+        commands.read_range(self.space, request, out)
+
     def scan(self, start=b"", end=None, prefix=None, limit=None):
-        """A user scan: the reserved key range is never shown."""
-        self.flush()  # simpler than merging the pending writes in order
-        out = []
-        cursor = start
-        while True:
-            want = None if limit is None else limit - len(out)
-            if want == 0:
-                return out
-            pairs = self.storage.scan(cursor, end, prefix, want)
-            out.extend(kv for kv in pairs if not kv[0].startswith(RESERVED_PREFIX))
-            if want is None or len(pairs) < want:
-                return out
-            last = pairs[-1][0]
-            cursor = _RESERVED_END if last.startswith(RESERVED_PREFIX) else last + b"\x00"
+        """The current ``(key, value)`` pairs in ``[start, end)`` or under
+        ``prefix``, in key order (tools and tests)."""
+        if prefix is not None:
+            start = max(start, prefix)
+            bound = prefix_end(prefix)
+            end = bound if end is None or bound is None else min(end, bound)
+        kvs, _, _ = self.space.range(start, end, limit=limit or 0)
+        return [(kv.key, kv.value) for kv in kvs]
+
+
+def _expired(revision):
+    response = pb.Response()
+    errors.SessionExpired(
+        "session expired: this client's session is no longer in the deduplication table, "
+        "so the outcome of this write is unknown; it was not applied now").to_pb(response.error)
+    response.header.revision = revision
+    return response
+
+
+def _upgrade(storage):
+    """A store written before revisions held user keys with bare values:
+    turn them into history at revision 1 (one transaction), so nothing
+    written before the upgrade is lost."""
+    if storage.get(META_KEY) is not None:
+        return
+    puts = []
+    deletes = []
+    for key, value in storage.scan():
+        if key.startswith(RESERVED_PREFIX):
+            continue
+        puts.append((history_key(1, len(puts)), encode_event(PUT, key, 1, 1, 1, 0, value)))
+        deletes.append(key)
+    if not puts:
+        return
+    puts.append((META_KEY, KeySpace.encode_meta(1, 0)))
+    storage.apply_batch(puts, deletes, storage.applied_index())
 
 
 class _Flush:
@@ -335,13 +346,3 @@ class _Flush:
             self.error = e
         finally:
             self.finished.set()
-
-
-def _replayed(stored, op, index):
-    """The result a duplicate write gets: the original one when known."""
-    if stored is None:  # below the floor: answered long ago
-        return PutResult(index) if op == "put" else DeleteResult(index, False)
-    kind, original_index, deleted = stored
-    if kind == sessions.PUT:
-        return PutResult(original_index)
-    return DeleteResult(original_index, deleted)

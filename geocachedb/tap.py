@@ -46,14 +46,14 @@ def parse_peers(text):
     return peers
 
 
-def _positive_int(name):
+def _positive_int(name, allow_zero=False):
     def convert(value):
         try:
             number = int(value)
         except ValueError:
             raise usage.UsageError("%s must be a whole number, not %r" % (name, value)) from None
-        if number <= 0:
-            raise usage.UsageError("%s must be positive" % name)
+        if number < 0 or (number == 0 and not allow_zero):
+            raise usage.UsageError("%s must be %s" % (name, "0 or more" if allow_zero else "positive"))
         return number
 
     return convert
@@ -84,6 +84,7 @@ class Options(usage.Options):
         ["heartbeat-interval", None, 100, "Leader heartbeat interval in ms (one Raft tick).", _positive_int("--heartbeat-interval")],
         ["election-timeout", None, 1000, "Election timeout in ms; each node picks a random one in [T, 2T).", _positive_int("--election-timeout")],
         ["wal-segment-size", None, 64, "Size of one Raft log segment file in MiB (compaction deletes whole segments).", _positive_int("--wal-segment-size")],
+        ["auto-compact-revisions", None, 100000, "Keep this many revisions of key history; the leader compacts older ones through Raft (0: never).", _positive_int("--auto-compact-revisions", allow_zero=True)],
         ["snapshot-entries", None, 10000, "Compact the Raft log once it holds this many applied entries (a follower further behind gets a snapshot).", _positive_int("--snapshot-entries")],
     ]
     optFlags = [
@@ -169,6 +170,7 @@ def build_node_config(options):
         fault_injection=options["enable-fault-injection"],
         advertise=advertised_address(options),
         snapshot_entries=options["snapshot-entries"],
+        auto_compact_revisions=options["auto-compact-revisions"],
         join=options["join"],
         restore=options["restore"],
         wal_segment_bytes=options["wal-segment-size"] * 1024 * 1024,

@@ -337,3 +337,14 @@ class ReplicaNet:
 
     def data(self, node_id):
         return self.storages[node_id].scan()
+
+
+def stored_value(storage, key):
+    """The value of user key ``key`` in what ``storage`` itself holds (its
+    history, without the state machine's pending writes), or None."""
+    from geocachedb.mvcc import KeySpace
+
+    space = KeySpace(storage.get)
+    space.load(storage)
+    kv = space.get(key)
+    return None if kv is None else kv.value

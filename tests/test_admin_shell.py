@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from geocachedb import errors
 from geocachedb.admin import make_admin_factory, telnet
+from geocachedb.client import KeyValue
 from geocachedb.interfaces import INodeControl
 
 PASSWORD = "correct horse battery"
@@ -56,6 +57,8 @@ class FakeNode:
             "log_first_index": 12,
             "log_last_index": self.index,
             "snapshot_index": 11,
+            "revision": 90,
+            "compact_revision": 70,
             "storage": "lmdb",
             "storage_bytes": 3 * 1024 * 1024,
             "uptime": 3725.0,
@@ -100,6 +103,18 @@ class FakeNode:
 
     def get(self, key):
         return self._answer("get", lambda: self.data.get(key))
+
+    def get_kv(self, key, revision=0):
+        def read():
+            if revision < 70:
+                raise errors.Compacted("revision %d has been compacted; the compact revision is 70" % revision)
+            value = self.data.get(key)
+            return None if value is None else KeyValue(key, value, 3, 9, 2)
+
+        return self._answer("get_kv", read)
+
+    def compact_history(self, revision):
+        return self._answer("compact_history", lambda: None)
 
     def put(self, key, value):
         def apply():
@@ -447,11 +462,25 @@ class CommandTests(ShellHarness, unittest.TestCase):
         self.assertIn("error: unknown command nosuch", out)
 
     @defer.inlineCallbacks
+    def test_get_at_a_revision_and_compacting_history(self):
+        self.node.data[b"k"] = b"v"
+        out = yield self.cmd(b"get k --rev 80")
+        self.assertIn("v\r\n(created at revision 3, modified at 9, version 2)", out)
+        out = yield self.cmd(b"get k --rev 5")
+        self.assertIn("compact revision is 70", out)
+        out = yield self.cmd(b"get k --rev x")
+        self.assertIn("must be a positive revision number", out)
+        out = yield self.cmd(b"compact 80")
+        self.assertIn("reads below revision 80 now fail", out)
+        self.assertIn("compact_history", self.node.calls)
+
+    @defer.inlineCallbacks
     def test_status_shows_raft_state_storage_and_peer_table(self):
         out = yield self.cmd(b"status")
         for expected in ("node            node1", "role            leader", "term            7",
                          "commit index    41", "applied index   41", "log length      30 entries (12..41)",
-                         "snapshot index  11", "storage         lmdb, 3.0 MiB", "uptime          1h 2m 5s"):
+                         "snapshot index  11", "storage         lmdb, 3.0 MiB", "uptime          1h 2m 5s",
+                         "revision        90", "compact rev     70"):
             self.assertIn(expected + "\r\n", out)
         self.assertIn("PEER   ADDRESS          CONNECTED  MATCH  LAST CONTACT\r\n", out)
         self.assertIn("node2  127.0.0.1:50052  yes        41     250ms ago\r\n", out)

@@ -27,6 +27,8 @@ SERVER = (
     "geocachedb.storage",
     "geocachedb.sessions",
     "geocachedb.statemachine",
+    "geocachedb.mvcc",
+    "geocachedb.commands",
     "geocachedb.replica",
     "geocachedb.raft",
     "geocachedb.wal",

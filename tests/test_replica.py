@@ -12,6 +12,7 @@ from geocachedb.raft.types import RaftConfig
 from geocachedb.server.replica import Replica
 from geocachedb.statemachine import KVStateMachine, encode_put
 from geocachedb.storage.memory import MemoryStorage
+from tests.raft_helpers import stored_value
 
 
 class RecordingLog(MemoryRaftLog):
@@ -132,8 +133,8 @@ class SingleNodeReplicaTests(SynchronousTestCase):
         r.process()
         self.assertEqual(self.log.sync_count - syncs, 1)
         self.assertEqual(len(out), 50)
-        self.assertEqual([res.index for res, err in out], list(range(2, 52)))
-        self.assertEqual(self.storage.get(b"k49"), b"v")
+        self.assertEqual([res.put.index for res, err in out], list(range(2, 52)))
+        self.assertEqual(stored_value(self.storage, b"k49"), b"v")
 
     def test_read_barrier_on_single_node_completes_after_process(self):
         r = self.make()
@@ -164,8 +165,8 @@ class SingleNodeReplicaTests(SynchronousTestCase):
         r2.propose(encode_put(b"k", b"v2"), cb2)
         r2.process()
         # the new term's empty entry is applied+1, the write lands after it
-        self.assertEqual([(res.index, err) for res, err in out2], [(applied + 2, None)])
-        self.assertEqual(self.storage.get(b"k"), b"v2")
+        self.assertEqual([(res.put.index, err) for res, err in out2], [(applied + 2, None)])
+        self.assertEqual(stored_value(self.storage, b"k"), b"v2")
 
     def test_restart_applies_committed_but_unapplied_entries(self):
         r = self.make()
@@ -176,7 +177,7 @@ class SingleNodeReplicaTests(SynchronousTestCase):
         fresh = MemoryStorage()  # state machine lost everything (e.g. new disk)
         r2 = self.make(self.log, fresh)
         r2.process()
-        self.assertEqual(fresh.get(b"k"), b"v")
+        self.assertEqual(stored_value(fresh, b"k"), b"v")
         self.assertEqual(r2.applied_index, 2)
 
 
@@ -192,7 +193,7 @@ class ClusterReplicaTests(SynchronousTestCase):
         self.assertIsNone(out[0][1])
         c.tick()  # followers learn the commit index
         for node_id in c.ids:
-            self.assertEqual(c.storages[node_id].get(b"k"), b"v", node_id)
+            self.assertEqual(stored_value(c.storages[node_id], b"k"), b"v", node_id)
 
     def test_proposal_on_follower_is_refused_with_leader_hint(self):
         c = Cluster(["a", "b", "c"])
@@ -217,7 +218,7 @@ class ClusterReplicaTests(SynchronousTestCase):
         c.deliver()
         c.tick()
         self.assertEqual(out, [(None, None)])
-        self.assertEqual(c.storages[follower.node_id].get(b"k"), b"v")
+        self.assertEqual(stored_value(c.storages[follower.node_id], b"k"), b"v")
 
     def test_messages_for_another_node_and_garbage_are_dropped(self):
         c = Cluster(["a", "b", "c"])
@@ -360,4 +361,4 @@ class OutcomeTests(SynchronousTestCase):
         self.assertEqual(len(out), 1)
         self.assertIsInstance(out[0][1], errors.Unavailable)
         for node_id in c.ids:
-            self.assertIsNone(c.storages[node_id].get(b"k"))
+            self.assertIsNone(stored_value(c.storages[node_id], b"k"))

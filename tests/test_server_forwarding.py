@@ -17,7 +17,7 @@ from geocachedb.raft.memlog import MemoryRaftLog
 from geocachedb.raft.types import Entry, Message, RaftConfig
 from geocachedb.server import forwarding, server as server_module
 from geocachedb.server.server import Server
-from geocachedb.statemachine import KVStateMachine, PutResult, encode_put
+from geocachedb.statemachine import KVStateMachine, encode_put
 from geocachedb.storage.memory import MemoryStorage
 from geocachedb.wire import geocache_pb2 as pb
 
@@ -133,11 +133,11 @@ class SentWriteTests(unittest.TestCase):
         self.assertNotEqual(command.proposal_id, 0)
         self.assertEqual(got, [])
         # The entry arrives from the leader and is applied here.
-        server.forwarding.applied([Entry(11, 2, b"other"), Entry(12, 2, sent)], [None, PutResult(12)])
+        server.forwarding.applied([Entry(11, 2, b"other"), Entry(12, 2, sent)], [None, _put_result(12)])
         [response] = got
         self.assertEqual(response.put.index, 12)
         # Answered once: the same bytes applied again answer nobody.
-        server.forwarding.applied([Entry(13, 2, sent)], [PutResult(13)])
+        server.forwarding.applied([Entry(13, 2, sent)], [_put_result(13)])
         self.assertEqual(len(got), 1)
 
     def test_identical_writes_are_sent_and_answered_apart(self):
@@ -149,9 +149,9 @@ class SentWriteTests(unittest.TestCase):
         server.process()
         [(_, [first, second])] = transport.proposals
         self.assertNotEqual(first, second)
-        server.forwarding.applied([Entry(6, 1, second)], [PutResult(6)])
-        server.forwarding.applied([Entry(5, 1, first)], [PutResult(5)])
-        self.assertEqual([r.index for r, _ in got], [6, 5])
+        server.forwarding.applied([Entry(6, 1, second)], [_put_result(6)])
+        server.forwarding.applied([Entry(5, 1, first)], [_put_result(5)])
+        self.assertEqual([r.put.index for r, _ in got], [6, 5])
 
     def test_someone_elses_identical_write_does_not_answer_a_sent_one(self):
         # The same put from another client (no client id), committed before
@@ -160,7 +160,7 @@ class SentWriteTests(unittest.TestCase):
         got, callback = _answers()
         data = encode_put(b"k", b"v")
         server.forwarding.propose_via("n2", data, callback)
-        server.forwarding.applied([Entry(3, 1, data)], [PutResult(3)])
+        server.forwarding.applied([Entry(3, 1, data)], [_put_result(3)])
         self.assertEqual(got, [])
 
     def test_an_unapplied_write_fails_after_the_timeout(self):
@@ -313,3 +313,7 @@ class LeaderWaitTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _put_result(index):
+    return pb.Response(put=pb.PutResponse(index=index))

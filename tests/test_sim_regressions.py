@@ -94,7 +94,10 @@ class StaleReadAfterRestart(SynchronousTestCase):
             result = sim.run_seed(seed, 3 if seed % 2 == 0 else 5, config)
             if not result.ok:
                 print("caught at seed %d" % seed)
-                self.assertEqual({v.kind for v in result.violations}, {"linearizability"})
+                # A stale read of the revision workload's pairs shows as a
+                # revision older than an acknowledged write (seed 167).
+                self.assertLessEqual({v.kind for v in result.violations},
+                                     {"linearizability", "revision-real-time"})
                 return
         self.fail("the simulator no longer finds the stale read after restart")
 

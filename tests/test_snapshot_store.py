@@ -28,6 +28,7 @@ from geocachedb.snapshots import (
 )
 from geocachedb.statemachine import CONF_KEY, KVStateMachine
 from geocachedb.storage.memory import MemoryStorage
+from tests.raft_helpers import stored_value
 
 META = SnapshotMeta(12, 3, ClusterConfig(["a", "b"], ["c"]))
 
@@ -200,7 +201,7 @@ class FileStoreTests(StoreContract, SynchronousTestCase):
         storage, log = MemoryStorage(), MemoryRaftLog()
         r = Replica("c", [], log, _NoWire(), KVStateMachine(storage), random.Random(1),
                     snapshot_store=FileSnapshotStore(self.dir))
-        self.assertEqual(storage.get(b"k"), b"v")
+        self.assertEqual(stored_value(storage, b"k"), b"v")
         self.assertEqual((log.first_index(), log.term(40)), (41, 2))
         self.assertEqual(r.applied_index, 40)
 
@@ -254,7 +255,7 @@ class RestoreAsNewCluster(SynchronousTestCase):
         r.tick()
         r.process()
         self.assertEqual(r.role, "leader")
-        self.assertEqual(storage.get(b"a"), b"1")
+        self.assertEqual(stored_value(storage, b"a"), b"1")
         self.assertGreater(r.term, 1)
 
     def test_a_corrupt_backup_fails_and_changes_nothing(self):

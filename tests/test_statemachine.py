@@ -7,9 +7,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb import sessions
 from geocachedb.raft.types import Entry
-from geocachedb.statemachine import DeleteResult, KVStateMachine, PutResult, encode_delete, encode_put
+from geocachedb.statemachine import KVStateMachine, encode_delete, encode_put
+from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage.lmdb import LMDBStorage
 from geocachedb.storage.memory import MemoryStorage
+from tests.raft_helpers import stored_value
 
 
 class ApplyTests(SynchronousTestCase):
@@ -22,10 +24,13 @@ class ApplyTests(SynchronousTestCase):
     def test_one_batch_later_operations_win(self):
         results = self.apply(encode_put(b"a", b"1"), encode_delete(b"a"), encode_delete(b"a"), b"", encode_put(b"a", b"2"))
         self.assertEqual(
-            [type(r).__name__ if r else None for r in results],
-            ["PutResult", "DeleteResult", "DeleteResult", None, "PutResult"],
+            [r.WhichOneof("body") if r else None for r in results],
+            ["put", "delete", "delete", None, "put"],
         )
-        self.assertEqual((results[1].deleted, results[2].deleted), (True, False))
+        self.assertEqual((results[1].delete.deleted, results[2].delete.deleted), (True, False))
+        # Revisions move for changes only: the no-op delete and the
+        # leader's empty entry make none.
+        self.assertEqual([r.header.revision if r else None for r in results], [1, 2, 2, None, 3])
         self.assertEqual(self.sm.get(b"a"), b"2")
         self.assertEqual(self.sm.applied_index, 5)
 
@@ -34,16 +39,16 @@ class ApplyTests(SynchronousTestCase):
         self.apply(encode_put(b"k", b"other client"), start=2)
         results = self.apply(encode_put(b"k", b"first", client_id=7, seq=1, ack_floor=1), start=3)
         self.assertEqual(self.sm.get(b"k"), b"other client")
-        self.assertIsInstance(results[0], PutResult)
-        self.assertEqual(results[0].index, 1)  # the original application
+        self.assertEqual(results[0].put.index, 1)  # the original application
+        self.assertEqual(results[0].put.revision, 1)
 
     def test_retried_delete_keeps_its_original_answer(self):
         self.apply(encode_put(b"k", b"v"))
         first = self.apply(encode_delete(b"k", client_id=9, seq=1, ack_floor=1), start=2)
         again = self.apply(encode_delete(b"k", client_id=9, seq=1, ack_floor=1), start=3)
-        self.assertTrue(first[0].deleted)
-        self.assertIsInstance(again[0], DeleteResult)
-        self.assertTrue(again[0].deleted)
+        self.assertTrue(first[0].delete.deleted)
+        self.assertEqual(again[0], first[0])
+        self.assertEqual(self.sm.revision, 2)
 
     def test_pipelined_writes_may_commit_out_of_order(self):
         self.apply(encode_put(b"b", b"2", client_id=5, seq=2, ack_floor=1))
@@ -87,9 +92,20 @@ class ApplyTests(SynchronousTestCase):
         self.assertEqual(len(stored), 3)
 
     def test_session_record_round_trip(self):
-        s = sessions.ClientSession(4, 99, {4: (sessions.PUT, 90, False), 6: (sessions.DELETE, 95, True)})
+        results = {4: pb.Response(put=pb.PutResponse(index=90, revision=7)),
+                   6: pb.Response(txn=pb.TxnResponse(succeeded=True))}
+        s = sessions.ClientSession(4, 99, results)
         back = sessions.ClientSession.decode(s.encode())
         self.assertEqual((back.floor, back.last_index, back.results), (4, 99, s.results))
+
+    def test_session_record_written_before_revisions_still_answers_retries(self):
+        import struct
+        v1 = struct.pack(">QQI", 4, 99, 2) + struct.pack(">QBQ?", 4, 1, 90, False) \
+            + struct.pack(">QBQ?", 6, 2, 95, True)
+        back = sessions.ClientSession.decode(v1)
+        self.assertEqual((back.floor, back.last_index), (4, 99))
+        self.assertEqual(back.results[4].put.index, 90)
+        self.assertTrue(back.results[6].delete.deleted)
 
 
 class _Runner:
@@ -139,7 +155,7 @@ class WriteBehindTests(SynchronousTestCase):
     def test_applied_writes_are_readable_before_they_reach_storage(self):
         self.put(1, b"a", b"1")
         self.assertEqual(self.sm.get(b"a"), b"1")
-        self.assertIsNone(self.storage.get(b"a"))
+        self.assertIsNone(stored_value(self.storage, b"a"))
         self.assertEqual(self.sm.applied_index, 1)
         self.assertEqual(self.sm.durable_index, 0)
 
@@ -153,8 +169,8 @@ class WriteBehindTests(SynchronousTestCase):
         self.assertEqual(len(self.runner.queued), 1)
         self.runner.run()
         self.runner.finish()
-        self.assertEqual(self.storage.get(b"a"), b"1")
-        self.assertIsNone(self.storage.get(b"b"))
+        self.assertEqual(stored_value(self.storage, b"a"), b"1")
+        self.assertIsNone(stored_value(self.storage, b"b"))
         self.assertEqual(self.storage.applied_index(), 1)
         self.assertEqual(self.sm.get(b"b"), b"2")
         # The last transaction counts as durable only after the next one.
@@ -169,10 +185,10 @@ class WriteBehindTests(SynchronousTestCase):
         self.sm.flush_in_background()
         self.put(2, b"k", b"new")
         self.sm.flush()  # waits for the thread, then writes index 2
-        self.assertEqual(self.storage.get(b"k"), b"new")
+        self.assertEqual(stored_value(self.storage, b"k"), b"new")
         self.assertEqual(self.storage.applied_index(), 2)
         self.runner.finish()  # the late completion changes nothing
-        self.assertEqual(self.storage.get(b"k"), b"new")
+        self.assertEqual(stored_value(self.storage, b"k"), b"new")
         self.assertEqual(self.sm.applied_index, 2)
 
     def test_a_failed_background_write_is_retried_under_newer_writes(self):
@@ -193,8 +209,8 @@ class WriteBehindTests(SynchronousTestCase):
         self.runner.run()
         self.runner.finish()
         self.assertEqual(calls, [2, 3])
-        self.assertEqual(self.storage.get(b"a"), b"from batch 1")
-        self.assertEqual(self.storage.get(b"b"), b"newer")
+        self.assertEqual(stored_value(self.storage, b"a"), b"from batch 1")
+        self.assertEqual(stored_value(self.storage, b"b"), b"newer")
         self.assertEqual(self.storage.applied_index(), 3)
 
     def test_a_full_map_grows_on_the_main_thread(self):
@@ -207,7 +223,7 @@ class WriteBehindTests(SynchronousTestCase):
         sm.flush_in_background()
         runner.finish()
         self.assertEqual(storage.applied_index(), 500)
-        self.assertEqual(storage.get(b"k00500"), value)
+        self.assertEqual(stored_value(storage, b"k00500"), value)
 
     def test_a_full_map_is_not_grown_off_the_main_thread(self):
         storage = LMDBStorage(self.mktemp(), map_size=64 * 1024)
@@ -232,7 +248,7 @@ class WriteBehindTests(SynchronousTestCase):
         sm.apply([Entry(1, 1, encode_put(b"a", b"1"))])
         sm.flush_in_background()
         self.assertEqual(runner.queued, [])
-        self.assertEqual(sm.storage.get(b"a"), b"1")
+        self.assertEqual(stored_value(sm.storage, b"a"), b"1")
 
     def test_a_full_overlay_starts_a_background_flush(self):
         sm = KVStateMachine(self.storage, write_behind=3, background=self.runner)

@@ -55,6 +55,16 @@ def _text(raw):
     return raw.decode("utf-8", "replace")
 
 
+def _revision(raw, what="REV"):
+    try:
+        n = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        n = None
+    if n is None or n < 1:
+        raise UsageError("%s must be a positive revision number, not %s" % (what, quote(raw, 40)))
+    return n
+
+
 # -- the commands -------------------------------------------------------------
 
 
@@ -95,7 +105,8 @@ def _help(ctx, args):
     "this node's role, term, indexes, storage, uptime and peers",
     """
 Shows this node's Raft state (role, term, leader, commit and applied
-index, log length, last snapshot), its storage backend and data size,
+index, log length, last snapshot), the key space's revision and
+compaction point (reads below it fail), its storage backend and data size,
 its uptime, and a table of peers: whether the connection is up, the
 highest log index known to be replicated there (match, on the leader)
 and when we last heard from it.
@@ -118,6 +129,8 @@ def _status(ctx, args):
             ("leader", st.get("leader") or "(none known)"),
             ("commit index", fmt.number(st.get("commit_index"))),
             ("applied index", fmt.number(st.get("applied_index"))),
+            ("revision", fmt.number(st.get("revision"))),
+            ("compact rev", fmt.number(st.get("compact_revision"))),
             ("log length", log_line),
             ("snapshot index", fmt.number(st.get("snapshot_index"))),
             ("storage", "%s, %s" % (storage, fmt.size(st.get("storage_bytes")))),
@@ -168,19 +181,33 @@ def _members(ctx, args):
 @command(
     "get",
     "get KEY",
-    "read a key (linearizable)",
+    "read a key (linearizable); get KEY --rev N: as of revision N",
     """
 Reads KEY through the replicated path (a linearizable read, like a
 client's).  Prints the value, quoted when it has spaces or binary bytes,
-or (not found).
-Examples: get user:42    get "a key with spaces"    get x'00ff'
+or (not found).  With --rev N: the value as of revision N, with its
+create and mod revision and version (an error below the compaction point
+or above the current revision).
+Examples: get user:42    get "a key with spaces"    get x'00ff'    get user:42 --rev 17
 """,
     min_args=1,
-    max_args=1,
+    max_args=3,
 )
 def _get(ctx, args):
-    d = defer.maybeDeferred(ctx.node.get, _key(args[0]))
-    return d.addCallback(lambda v: "(not found)" if v is None else quote(v))
+    if len(args) == 1:
+        d = defer.maybeDeferred(ctx.node.get, _key(args[0]))
+        return d.addCallback(lambda v: "(not found)" if v is None else quote(v))
+    if len(args) != 3 or args[1] != b"--rev":
+        raise UsageError("usage: get KEY [--rev N]")
+    revision = _revision(args[2], "N")
+
+    def show(kv):
+        if kv is None:
+            return "(not found at revision %d)" % revision
+        return "%s\n(created at revision %d, modified at %d, version %d)" % (
+            quote(kv.value), kv.create_revision, kv.mod_revision, kv.version)
+
+    return defer.maybeDeferred(ctx.node.get_kv, _key(args[0]), revision).addCallback(show)
 
 
 @command(
@@ -408,14 +435,23 @@ def _snapshot(ctx, args):
 
 @command(
     "compact",
-    "compact",
-    "drop every applied log entry that is safe to drop",
+    "compact [REV]",
+    "without REV: drop every log entry safe to drop; with REV: drop the key history below REV",
     """
-Like snapshot, but keeps no overhang: every entry the storage holds
-durably is dropped from the Raft log.
+Without REV: like snapshot, but keeps no overhang: every entry the
+storage holds durably is dropped from the Raft log.
+With REV: compacts the key space's history through Raft (on every node):
+reads of a revision below REV fail with COMPACTED afterwards; the current
+values are kept.
+Examples: compact    compact 1200
 """,
+    max_args=1,
 )
 def _compact(ctx, args):
+    if args:
+        revision = _revision(args[0])
+        d = defer.maybeDeferred(ctx.node.compact_history, revision)
+        return d.addCallback(lambda _: "history compacted: reads below revision %d now fail" % revision)
     index = ctx.node.compact()
     return "nothing to compact yet" if index is None else "log compacted through index %d" % index
 

@@ -7,6 +7,11 @@
 
 Errors are `geocachedb.errors.GeoCacheError` subclasses carrying the
 server's code and message.  See docs/CLIENT.md.
+
+Revisions (etcd v3 style): ``get(k, revision=N)``, ``get_kv`` (a `KeyValue`
+with create/mod revision and version), ``range_kvs``, ``put_kv``,
+``delete_range``, ``incr``, ``put_sequential``, ``compact`` and
+transactions: ``c.txn().when(Compare.mod(k) == 5).then(Op.put(k, v)).commit()``.
 """
 
 from geocachedb.client.asyncio_client import AsyncioClient
@@ -16,11 +21,16 @@ from geocachedb.client.twisted_client import (
     GeoCacheClientProtocol,
     TwistedClient,
 )
+from geocachedb.client.results import DeleteResult, KeyValue, PutResult, RangeResult, TxnResult
+from geocachedb.client.txn import Compare, Op, Txn
 from geocachedb.errors import (
+    Compacted,
+    FutureRevision,
     GeoCacheError,
     InvalidArgument,
     NotFound,
     NotLeader,
+    SessionExpired,
     TooLarge,
     Unavailable,
 )
@@ -31,6 +41,17 @@ __all__ = [
     "TwistedClient",
     "GeoCacheClientFactory",
     "GeoCacheClientProtocol",
+    "Compare",
+    "Op",
+    "Txn",
+    "KeyValue",
+    "RangeResult",
+    "PutResult",
+    "DeleteResult",
+    "TxnResult",
+    "Compacted",
+    "FutureRevision",
+    "SessionExpired",
     "GeoCacheError",
     "InvalidArgument",
     "NotFound",

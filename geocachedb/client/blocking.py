@@ -16,7 +16,9 @@ import threading
 
 from geocachedb import errors
 from geocachedb.client.asyncio_client import AsyncioClient
-from geocachedb.limits import RESERVED_PREFIX
+from geocachedb.client.results import DeleteResult, KeyValue, PutResult, RangeResult  # noqa: F401
+from geocachedb.client.txn import Txn
+from geocachedb.history_format import count_live
 from geocachedb.snapshot_format import SnapshotReader
 
 
@@ -46,17 +48,45 @@ class BlockingClient:
     # ``timeout``: seconds for this call, retries and failover included
     # (default: the client's).
 
-    def get(self, key: bytes, serializable: bool = False, timeout=None) -> "bytes | None":
-        return self._run(self._client.get(key, serializable, timeout), timeout)
+    def get(self, key: bytes, serializable: bool = False, timeout=None, revision: int = 0) -> "bytes | None":
+        return self._run(self._client.get(key, serializable, timeout, revision), timeout)
 
-    def put(self, key: bytes, value: bytes, timeout=None) -> None:
-        return self._run(self._client.put(key, value, timeout), timeout)
+    def get_kv(self, key: bytes, revision: int = 0, serializable: bool = False, timeout=None) -> "KeyValue | None":
+        return self._run(self._client.get_kv(key, revision, serializable, timeout), timeout)
+
+    def put(self, key: bytes, value: bytes, timeout=None, prev_kv: bool = False) -> "None | KeyValue":
+        return self._run(self._client.put(key, value, timeout, prev_kv), timeout)
+
+    def put_kv(self, key: bytes, value: bytes, prev_kv: bool = False, timeout=None) -> PutResult:
+        return self._run(self._client.put_kv(key, value, prev_kv, timeout), timeout)
 
     def delete(self, key: bytes, timeout=None) -> bool:
         return self._run(self._client.delete(key, timeout), timeout)
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
-        return self._run(self._client.range(start, end, prefix, limit, serializable, timeout), timeout)
+    def delete_range(self, key=b"", range_end=b"", prefix=b"", prev_kv=False, timeout=None) -> DeleteResult:
+        return self._run(self._client.delete_range(key, range_end, prefix, prev_kv, timeout), timeout)
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None, **options):
+        return self._run(self._client.range(start, end, prefix, limit, serializable, timeout, **options), timeout)
+
+    def range_kvs(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None,
+                  **options) -> RangeResult:
+        return self._run(self._client.range_kvs(start, end, prefix, limit, serializable, timeout, **options),
+                         timeout)
+
+    def txn(self) -> Txn:
+        """``c.txn().when(...).then(...).otherwise(...).commit()`` -> TxnResult."""
+        return Txn(lambda request, timeout: self._run(self._client.call("txn", txn=request, timeout=timeout),
+                                                      timeout))
+
+    def incr(self, key: bytes, delta: int = 1, timeout=None) -> int:
+        return self._run(self._client.incr(key, delta, timeout), timeout)
+
+    def put_sequential(self, prefix: bytes, value: bytes, timeout=None) -> bytes:
+        return self._run(self._client.put_sequential(prefix, value, timeout), timeout)
+
+    def compact(self, revision: int, timeout=None) -> None:
+        return self._run(self._client.compact(revision, timeout), timeout)
 
     def status(self, timeout=None):
         return self._run(self._client.status(timeout), timeout)
@@ -84,8 +114,9 @@ class BlockingClient:
                         return
                     yield data
 
-        # Reading it all checks the CRC; the count is of user keys only.
-        keys = sum(1 for k, _ in SnapshotReader(chunks()).items() if not k.startswith(RESERVED_PREFIX))
+        # Reading it all checks the CRC; the count is of the keys that
+        # exist at the backup's revision.
+        keys = count_live(SnapshotReader(chunks()).items())
         os.replace(tmp, path)
         return index, keys, digest.hexdigest()
 

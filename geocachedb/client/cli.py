@@ -9,22 +9,36 @@ person understands on stderr.
 
 import argparse
 import os
+import re
 import shlex
 import sys
 
 from geocachedb import errors
 from geocachedb.client.blocking import BlockingClient
+from geocachedb.client.results import DeleteResult, PutResult, RangeResult, TxnResult
+from geocachedb.client.txn import Compare, Op
 from geocachedb.net import parse_address
 
 EXIT_OK, EXIT_MISSING, EXIT_ERROR = 0, 1, 2
 
 HELP = """\
 commands:
-  get KEY                read a key (linearizable)
+  get KEY [--rev N] [-w|--kv]
+                         read a key (linearizable); --rev: as of revision N;
+                         -w/--kv: with its revisions and version
   put KEY VALUE          write a key (the rest of the line is the value)
-  delete KEY             delete a key
+  delete KEY [--prefix | --range-end END]
+                         delete a key (also: del); --prefix: every key
+                         starting with KEY; --range-end: keys in [KEY, END)
   scan [PREFIX [LIMIT]]  list keys starting with PREFIX (default limit 100)
-  status                 the node's role, term, leader and indexes
+  history KEY [--rev N]  the key's earlier values, newest first
+  txn                    a transaction read from stdin, as etcdctl's:
+                         compares, a blank line, success ops, a blank line,
+                         failure ops (see 'help txn')
+  incr KEY [DELTA]       add DELTA (default 1) to a decimal integer value
+  put-seq PREFIX VALUE   store VALUE under PREFIX + a new sequence number
+  compact REV            drop the history below revision REV
+  status                 the node's role, term, leader, indexes and revision
   backup FILE            write a consistent backup of every key to FILE
                          (restore: twistd -n geocache --restore FILE ...)
   member list            the cluster's members (* marks the leader)
@@ -36,6 +50,17 @@ commands:
   help                   this text
   quit                   leave (also: exit, Ctrl-D)
 Quote keys or values with spaces: put "my key" "my value"."""
+
+TXN_HELP = """\
+txn reads three parts separated by blank lines (as etcdctl txn):
+  compares, one a line:   mod("k") = "5"   value("k") != "x"
+                          version("k") > "0"   create("k") = "0"
+                          (targets: value, version, create, mod;
+                           operators: =, !=, <, >)
+  success ops, one a line: put KEY VALUE | del KEY [END|--prefix] |
+                          get KEY [END|--prefix] | incr KEY [DELTA]
+  failure ops, the same.
+It prints SUCCESS or FAILURE, then each op's result after a blank line."""
 
 
 class UsageError(Exception):
@@ -54,22 +79,289 @@ def _show(data):
     return text if text.isprintable() else repr(data)
 
 
-def run_command(client, words, out):
+def _flags(args, spec, usage):
+    """Split ``args`` into words and the flags of ``spec`` (flag -> bool,
+    int or str: the type of its value); "--" ends the flags."""
+    words, flags = [], {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            words.extend(args[i + 1:])
+            break
+        if a.startswith("-") and len(a) > 1:
+            name, eq, inline = a.partition("=")
+            kind = spec.get(name)
+            if kind is None:
+                raise UsageError("unknown option %s; %s" % (name, usage))
+            if kind is bool:
+                if eq:
+                    raise UsageError("%s takes no value; %s" % (name, usage))
+                flags[name] = True
+            else:
+                if not eq:
+                    i += 1
+                    if i >= len(args):
+                        raise UsageError("%s needs a value; %s" % (name, usage))
+                    inline = args[i]
+                flags[name] = _int(inline, name) if kind is int else inline
+        else:
+            words.append(a)
+        i += 1
+    return words, flags
+
+
+def _int(text, what):
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError("%s must be a whole number, not %r" % (what, text)) from None
+
+
+def _print_kv(kv, out):
+    for name in ("key", "value"):
+        print("%-16s %s" % (name, _show(getattr(kv, name))), file=out)
+    for name in ("create_revision", "mod_revision", "version", "lease"):
+        print("%-16s %d" % (name, getattr(kv, name)), file=out)
+
+
+def run_history(client, key, revision, out):
+    """Walk the key's mod revisions backwards from ``revision`` (0: now):
+    ``REVISION VALUE`` lines, newest first, until the key did not exist
+    (created there, or deleted before) or the history was compacted."""
+    try:
+        kv = client.get_kv(key, revision=revision)
+    except errors.Compacted as e:
+        print("(history at revision %d was compacted: %s)" % (revision, e.message), file=out)
+        return EXIT_MISSING
+    if kv is None:
+        print("(not found)", file=out)
+        return EXIT_MISSING
+    while True:
+        print("%d %s" % (kv.mod_revision, _show(kv.value)), file=out)
+        if kv.version <= 1 or kv.mod_revision <= 1:
+            print("(created at revision %d)" % kv.create_revision, file=out)
+            return EXIT_OK
+        before = kv.mod_revision - 1
+        try:
+            kv = client.get_kv(key, revision=before)
+        except errors.Compacted as e:
+            print("(history before revision %d was compacted: %s)" % (kv.mod_revision, e.message), file=out)
+            return EXIT_OK
+        if kv is None:
+            return EXIT_OK
+
+
+# -- txn: etcdctl's interactive / stdin format --------------------------------
+
+_COMPARE = re.compile(r'^\s*([A-Za-z]+)\s*\(\s*(.*?)\s*\)\s*(==|=|!=|<|>)\s*(.*?)\s*$')
+_TARGETS = {
+    "value": Compare.value, "val": Compare.value, "v": Compare.value,
+    "version": Compare.version, "ver": Compare.version,
+    "create": Compare.create, "c": Compare.create,
+    "mod": Compare.mod, "m": Compare.mod,
+}
+_NUMERIC = (Compare.version, Compare.create, Compare.mod)
+
+
+def _unquote(text, what, line_no):
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise UsageError("txn line %d: cannot parse %s: %s" % (line_no, what, e)) from None
+    if len(words) != 1:
+        raise UsageError("txn line %d: %s must be one (quoted) word, not %r" % (line_no, what, text))
+    return words[0]
+
+
+def parse_compare(line, line_no=1):
+    """``mod("k") = "5"`` -> pb.Compare."""
+    m = _COMPARE.match(line)
+    if not m:
+        raise UsageError('txn line %d: not a compare: %r (write e.g. mod("k") = "5" or value("k") != "x")'
+                         % (line_no, line))
+    target_name, key_text, op, value_text = m.groups()
+    target = _TARGETS.get(target_name.lower())
+    if target is None:
+        raise UsageError("txn line %d: unknown compare target %r (use value, version, create or mod)"
+                         % (line_no, target_name))
+    key = _encode(_unquote(key_text, "the key", line_no))
+    if not key:
+        raise UsageError("txn line %d: the key is empty" % line_no)
+    value = _unquote(value_text, "the value", line_no) if value_text else None
+    if value is None:
+        raise UsageError("txn line %d: the compare has no value after %s" % (line_no, op))
+    if target in _NUMERIC:
+        try:
+            value = int(value)
+        except ValueError:
+            raise UsageError("txn line %d: %s compares with a number, not %r" % (line_no, target_name, value)) \
+                from None
+    else:
+        value = _encode(value)
+    t = target(key)
+    return {"=": t.__eq__, "==": t.__eq__, "!=": t.__ne__, "<": t.__lt__, ">": t.__gt__}[op](value)
+
+
+def parse_op(line, line_no=1):
+    """``put k v`` / ``del k [END|--prefix]`` / ``get k [END|--prefix]`` /
+    ``incr k [DELTA]`` -> pb.RequestOp."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise UsageError("txn line %d: cannot parse: %s" % (line_no, e)) from None
+    if not words:
+        raise UsageError("txn line %d: empty op" % line_no)
+    name, args = words[0].lower(), words[1:]
+    if name == "put":
+        if len(args) < 2:
+            raise UsageError("txn line %d: usage: put KEY VALUE" % line_no)
+        return Op.put(_encode(args[0]), _encode(" ".join(args[1:])))
+    if name in ("del", "delete", "get"):
+        if len(args) not in (1, 2) or not args[0]:
+            raise UsageError("txn line %d: usage: %s KEY [END | --prefix]" % (line_no, name))
+        key = _encode(args[0])
+        if len(args) == 2 and args[1] == "--prefix":
+            return Op.delete(prefix=key) if name != "get" else Op.range(prefix=key)
+        end = _encode(args[1]) if len(args) == 2 else b""
+        if name == "get":
+            return Op.range(start=key, end=end) if end else Op.get(key)
+        return Op.delete(key, end)
+    if name == "incr":
+        if len(args) not in (1, 2):
+            raise UsageError("txn line %d: usage: incr KEY [DELTA]" % line_no)
+        try:
+            delta = int(args[1]) if len(args) == 2 else 1
+        except ValueError:
+            raise UsageError("txn line %d: DELTA must be a whole number, not %r" % (line_no, args[1])) from None
+        return Op.incr(_encode(args[0]), delta)
+    raise UsageError("txn line %d: unknown op %r (use put, del, get or incr)" % (line_no, words[0]))
+
+
+TXN_PROMPTS = ("compares:", "success requests (get, put, del, incr):", "failure requests (get, put, del, incr):")
+
+
+def parse_txn(lines):
+    """etcdctl's txn text (an iterable of lines) -> (compares, success,
+    failure); UsageError naming the line on anything malformed."""
+    sections = [[], [], []]
+    part = 0
+    for line_no, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            part += 1  # a blank line ends a part (an empty part is one blank line)
+            continue
+        if part > 2:
+            raise UsageError("txn line %d: more than three parts (compares, success ops, failure ops)" % line_no)
+        if line.strip().startswith("#"):
+            continue
+        sections[part].append(parse_compare(line, line_no) if part == 0 else parse_op(line, line_no))
+    return tuple(sections)
+
+
+def read_txn(stream):
+    """Read a transaction from ``stream``: all of it, or on a terminal
+    part by part with etcdctl's prompts, each ended by an empty line."""
+    if hasattr(stream, "isatty") and stream.isatty():
+        lines = []
+        for prompt in TXN_PROMPTS:
+            print(prompt)
+            while True:
+                try:
+                    line = input()
+                except EOFError:
+                    line = ""
+                lines.append(line)
+                if not line.strip():
+                    break
+            print()
+        return parse_txn(lines)
+    return parse_txn(stream.read().splitlines())
+
+
+def run_txn(client, parts, out):
+    compares, success, failure = parts
+    result = client.txn().when(*compares).then(*success).otherwise(*failure).commit()
+    print("SUCCESS" if result.succeeded else "FAILURE", file=out)
+    for response in result.responses:
+        print(file=out)
+        _print_op_result(response, out)
+    return EXIT_OK
+
+
+def _print_op_result(response, out):
+    if isinstance(response, PutResult):
+        print("OK", file=out)
+    elif isinstance(response, DeleteResult):
+        print(response.count, file=out)
+    elif isinstance(response, RangeResult):
+        for kv in response.kvs:
+            print(_show(kv.key), file=out)
+            print(_show(kv.value), file=out)
+    elif isinstance(response, TxnResult):
+        print("SUCCESS" if response.succeeded else "FAILURE", file=out)
+        for r in response.responses:
+            _print_op_result(r, out)
+    else:
+        print(response, file=out)
+
+
+def run_command(client, words, out, stdin=None):
     """Run one command; return the exit status."""
     if not words:
         return EXIT_OK
     command, args = words[0].lower(), words[1:]
     if command == "help":
-        print(HELP, file=out)
+        print(TXN_HELP if args and args[0].lower() == "txn" else HELP, file=out)
         return EXIT_OK
     if command == "get":
-        if len(args) != 1:
-            raise UsageError("usage: get KEY")
-        value = client.get(_encode(args[0]))
+        usage = "usage: get KEY [--rev N] [-w|--kv]"
+        words, flags = _flags(args, {"--rev": int, "-w": bool, "--kv": bool}, usage)
+        if len(words) != 1:
+            raise UsageError(usage)
+        revision = flags.get("--rev", 0)
+        if flags.get("-w") or flags.get("--kv"):
+            kv = client.get_kv(_encode(words[0]), revision=revision)
+            if kv is None:
+                print("(not found)", file=out)
+                return EXIT_MISSING
+            _print_kv(kv, out)
+            return EXIT_OK
+        value = client.get(_encode(words[0]), revision=revision)
         if value is None:
             print("(not found)", file=out)
             return EXIT_MISSING
         print(_show(value), file=out)
+        return EXIT_OK
+    if command == "history":
+        usage = "usage: history KEY [--rev N]"
+        words, flags = _flags(args, {"--rev": int}, usage)
+        if len(words) != 1:
+            raise UsageError(usage)
+        return run_history(client, _encode(words[0]), flags.get("--rev", 0), out)
+    if command == "txn":
+        if args:
+            raise UsageError("usage: txn (the transaction is read from stdin; see 'help txn')")
+        return run_txn(client, read_txn(stdin if stdin is not None else sys.stdin), out)
+    if command == "incr":
+        if len(args) not in (1, 2):
+            raise UsageError("usage: incr KEY [DELTA]")
+        delta = _int(args[1], "DELTA") if len(args) == 2 else 1
+        print(client.incr(_encode(args[0]), delta), file=out)
+        return EXIT_OK
+    if command in ("put-seq", "put_seq"):
+        if len(args) < 2:
+            raise UsageError("usage: put-seq PREFIX VALUE")
+        print(_show(client.put_sequential(_encode(args[0]), _encode(" ".join(args[1:])))), file=out)
+        return EXIT_OK
+    if command == "compact":
+        if len(args) != 1:
+            raise UsageError("usage: compact REV")
+        revision = _int(args[0], "REV")
+        if revision < 1:
+            raise UsageError("REV must be a positive revision")
+        client.compact(revision)
+        print("compacted: history below revision %d is gone" % revision, file=out)
         return EXIT_OK
     if command == "put":
         if len(args) < 2:
@@ -77,9 +369,19 @@ def run_command(client, words, out):
         client.put(_encode(args[0]), _encode(" ".join(args[1:])))
         print("OK", file=out)
         return EXIT_OK
-    if command == "delete":
-        if len(args) != 1:
-            raise UsageError("usage: delete KEY")
+    if command in ("delete", "del"):
+        usage = "usage: delete KEY [--prefix | --range-end END]"
+        words, flags = _flags(args, {"--prefix": bool, "--range-end": str}, usage)
+        if len(words) != 1 or ("--prefix" in flags and "--range-end" in flags):
+            raise UsageError(usage)
+        if flags:
+            if flags.get("--prefix"):
+                result = client.delete_range(prefix=_encode(words[0])) if words[0] else \
+                    client.delete_range(b"\x00", b"\x00")
+            else:
+                result = client.delete_range(_encode(words[0]), _encode(flags["--range-end"]))
+            print("deleted %d key%s" % (result.count, "" if result.count == 1 else "s"), file=out)
+            return EXIT_OK
         if client.delete(_encode(args[0])):
             print("deleted", file=out)
             return EXIT_OK
@@ -113,7 +415,7 @@ def run_command(client, words, out):
         return EXIT_OK
     if command == "status":
         for name, value in client.status().items():
-            print("%-14s %s" % (name, value), file=out)
+            print("%-16s %s" % (name, value), file=out)
         return EXIT_OK
     raise UsageError("unknown command %r (type 'help')" % command)
 

@@ -23,28 +23,66 @@ from collections import deque
 from geocachedb import errors
 from geocachedb.limits import MAX_FRAME_SIZE
 from geocachedb.net import parse_address  # noqa: F401  (imported from here by node/peers.py)
+from geocachedb.client.results import (
+    KeyValue, delete_result, kv_or_none, put_result, range_result, txn_result,
+)
+from geocachedb.client.txn import Txn, delete_request, range_request
 from geocachedb.wire import geocache_pb2 as pb
 
 _LENGTH = struct.Struct(">I")
 
 
+# Calls whose result is another view of a wire request: kind -> wire kind.
+VIEWS = {"get_kv": "get", "put_kv": "put", "put_prev": "put", "delete_range": "delete", "range_kvs": "range"}
+# The kinds that change the state: numbered for exactly-once retries.
+WRITES = frozenset(("put", "put_kv", "put_prev", "delete", "delete_range", "txn", "incr",
+                    "put_sequential", "compact"))
+# The kinds whose ``key`` (and ``value``) must be bytes.
+KEYED = frozenset(("get", "get_kv", "put", "put_kv", "put_prev", "delete", "delete_range", "incr",
+                   "put_sequential"))
+VALUED = frozenset(("put", "put_kv", "put_prev", "put_sequential"))
+
+_RANGE_OPTIONS = ("revision", "keys_only", "count_only", "min_mod_revision", "max_mod_revision",
+                  "min_create_revision", "max_create_revision", "sort_order", "descending")
+
+
 def build_request(kind, key=b"", value=b"", serializable=False, **extra):
     request = pb.Request()
+    kind = VIEWS.get(kind, kind)
     if kind == "get":
         request.get.key = key
         request.get.serializable = serializable
+        request.get.revision = extra.get("revision", 0)
     elif kind == "put":
         request.put.key = key
         request.put.value = value
+        request.put.prev_kv = bool(extra.get("prev_kv", False))
     elif kind == "delete":
-        request.delete.key = key
+        delete_request(key, extra.get("range_end", b""), extra.get("prefix", b""),
+                       extra.get("prev_kv", False), out=request.delete)
     elif kind == "range":
-        r = request.range
-        r.start = extra.get("start", b"")
-        r.end = extra.get("end", b"")
-        r.prefix = extra.get("prefix", b"")
-        r.limit = extra.get("limit", 0)
-        r.serializable = serializable
+        range_request(extra.get("start", b""), extra.get("end", b""), extra.get("prefix", b""),
+                      extra.get("limit", 0), serializable,
+                      out=request.range, **{k: extra[k] for k in _RANGE_OPTIONS if k in extra})
+    elif kind == "txn":
+        txn = extra["txn"]
+        if not isinstance(txn, pb.TxnRequest):
+            raise TypeError("txn must be a pb.TxnRequest, not %s" % type(txn).__name__)
+        request.txn.CopyFrom(txn)
+    elif kind == "compact":
+        revision = extra.get("revision", 0)
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+            raise ValueError("the revision to compact at must be a positive int, not %r" % (revision,))
+        request.compact.revision = revision
+    elif kind == "incr":
+        delta = extra.get("delta", 1)
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError("delta must be an int, not %s" % type(delta).__name__)
+        request.incr.key = key
+        request.incr.delta = delta
+    elif kind == "put_sequential":
+        request.put_sequential.prefix = key
+        request.put_sequential.value = value
     elif kind == "status":
         request.status.SetInParent()
     elif kind == "backup":
@@ -65,16 +103,49 @@ def check_bytes(name, value):
         raise TypeError("%s must be bytes, not %s" % (name, type(value).__name__))
 
 
+def check_request(kind, key, value):
+    """TypeError unless ``key`` (and ``value``) are bytes where ``kind``
+    needs them."""
+    if kind in KEYED:
+        check_bytes("prefix" if kind == "put_sequential" else "key", key)
+        if kind in VALUED:
+            check_bytes("value", value)
+
+
 def result_of(kind, response):
     """The user-facing result of a successful response."""
+    revision = response.header.revision
     if kind == "get":
         return response.get.value if response.get.found else None
+    if kind == "get_kv":
+        g = response.get
+        if not g.found:
+            return None
+        if g.HasField("kv"):
+            return KeyValue.from_pb(g.kv)
+        return KeyValue(b"", g.value)
     if kind == "put":
         return None
+    if kind == "put_prev":
+        return kv_or_none(response.put, "prev_kv")
+    if kind == "put_kv":
+        return put_result(response.put, revision)
     if kind == "delete":
         return response.delete.deleted
+    if kind == "delete_range":
+        return delete_result(response.delete, revision)
     if kind == "range":
         return [(kv.key, kv.value) for kv in response.range.kvs], response.range.more
+    if kind == "range_kvs":
+        return range_result(response.range, revision)
+    if kind == "txn":
+        return txn_result(response.txn, revision)
+    if kind == "compact":
+        return None
+    if kind == "incr":
+        return response.incr.value
+    if kind == "put_sequential":
+        return response.put_sequential.key
     if kind == "status":
         s = response.status
         return {
@@ -84,6 +155,8 @@ def result_of(kind, response):
             "leader": s.leader_id or None,
             "commit_index": s.commit_index,
             "applied_index": s.applied_index,
+            "revision": s.revision,
+            "compact_revision": s.compact_revision,
         }
     if kind == "backup":
         b = response.backup
@@ -99,20 +172,70 @@ def result_of(kind, response):
 class KeyValueCalls:
     """The key-value API of a client, each call one ``_call(kind, key,
     value, timeout=, **extra)`` of the class it is mixed into (a session
-    with failover, or one connection)."""
+    with failover, or one connection).
 
-    def get(self, key, serializable=False, timeout=None):
-        return self._call("get", key, serializable=serializable, timeout=timeout)
+    ``revision`` (0: now) reads the key space as of that revision: reads
+    below the compaction point fail with errors.Compacted, above the
+    current revision with errors.FutureRevision."""
 
-    def put(self, key, value, timeout=None):
-        return self._call("put", key, value, timeout=timeout)
+    def get(self, key, serializable=False, timeout=None, revision=0):
+        """The value, or None."""
+        return self._call("get", key, serializable=serializable, revision=revision, timeout=timeout)
+
+    def get_kv(self, key, revision=0, serializable=False, timeout=None):
+        """The `KeyValue` (value and metadata), or None."""
+        return self._call("get_kv", key, serializable=serializable, revision=revision, timeout=timeout)
+
+    def put(self, key, value, timeout=None, prev_kv=False):
+        """None; with ``prev_kv=True`` the `KeyValue` it replaced (None if
+        there was none)."""
+        return self._call("put_prev" if prev_kv else "put", key, value, prev_kv=prev_kv, timeout=timeout)
+
+    def put_kv(self, key, value, prev_kv=False, timeout=None):
+        """`PutResult(revision, prev_kv)`."""
+        return self._call("put_kv", key, value, prev_kv=prev_kv, timeout=timeout)
 
     def delete(self, key, timeout=None):
+        """True when the key existed."""
         return self._call("delete", key, timeout=timeout)
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
+    def delete_range(self, key=b"", range_end=b"", prefix=b"", prev_kv=False, timeout=None):
+        """Delete one key (range_end empty), every key in [key, range_end)
+        (b"\x00": every key >= key) or every key under ``prefix``;
+        `DeleteResult(count, prev_kvs, revision)`."""
+        return self._call("delete_range", key, range_end=range_end, prefix=prefix, prev_kv=prev_kv,
+                          timeout=timeout)
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None, **options):
+        """``([(key, value)], more)``; ``options``: revision, keys_only,
+        count_only, min/max_mod_revision, min/max_create_revision,
+        sort_order ("ascend"/"descend"), descending."""
         return self._call("range", start=start, end=end, prefix=prefix, limit=limit,
-                          serializable=serializable, timeout=timeout)
+                          serializable=serializable, timeout=timeout, **options)
+
+    def range_kvs(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None, **options):
+        """As `range`, but `RangeResult(kvs, more, count, revision)`."""
+        return self._call("range_kvs", start=start, end=end, prefix=prefix, limit=limit,
+                          serializable=serializable, timeout=timeout, **options)
+
+    def txn(self):
+        """A `Txn` builder: ``.when(...).then(...).otherwise(...).commit()``
+        gives a `TxnResult(succeeded, responses, revision)`."""
+        return Txn(lambda request, timeout: self._call("txn", txn=request, timeout=timeout))
+
+    def incr(self, key, delta=1, timeout=None):
+        """Add ``delta`` to the key's decimal integer value (missing: 0); the
+        new value (int)."""
+        return self._call("incr", key, delta=delta, timeout=timeout)
+
+    def put_sequential(self, prefix, value, timeout=None):
+        """Store ``value`` under ``prefix`` + a new zero-padded number; the
+        key created (bytes)."""
+        return self._call("put_sequential", prefix, value, timeout=timeout)
+
+    def compact(self, revision, timeout=None):
+        """Drop the history below ``revision``."""
+        return self._call("compact", revision=revision, timeout=timeout)
 
     def status(self, timeout=None):
         return self._call("status", timeout=timeout)
@@ -248,17 +371,42 @@ class ClientCore:
             self._schedule(earliest)
 
     def call_write(self, request, timeout=None):
-        """`call` for a write, numbered for exactly-once application."""
+        """`call` for a write, numbered for exactly-once application.  A
+        write answered SESSION_EXPIRED (it was sent once, so it was not
+        applied) is sent again once under a new client id."""
+        outer = self.api.create_future()
+        self._send_write(request, timeout, outer, False)
+        return outer
+
+    def renew_session(self):
+        """A new client id and sequence (the old session was dropped by
+        the cluster)."""
+        self.client_id = random.SystemRandom().getrandbits(63) + 1
+        self.writes = WriteSequencer()
+
+    def _send_write(self, request, timeout, outer, renewed):
+        writes = self.writes
         request.client_id = self.client_id
-        seq = self.writes.begin(request)
+        seq = writes.begin(request)
         future = self.call(request, timeout)
+        api = self.api
 
-        def settled(result):
-            self.writes.end(seq)
-            return result
+        def answered(response):
+            writes.end(seq)
+            if not api.is_called(outer):
+                api.resolve(outer, response)
 
-        self.api.add_callbacks(future, settled, lambda f: settled(f))
-        return future
+        def failed(failure):
+            writes.end(seq)
+            error = getattr(failure, "value", failure)
+            if isinstance(error, errors.SessionExpired) and not renewed:
+                if self.writes is writes:
+                    self.renew_session()
+                self._send_write(request, timeout, outer, True)
+            elif not api.is_called(outer):
+                api.reject(outer, error)
+
+        api.add_callbacks(future, answered, failed)
 
     def data_received(self, data):
         buffer = self._buffer + data if self._buffer else data

@@ -15,13 +15,13 @@ while connecting); an answer's deadline is kept by the connection's
 `ClientCore`.
 """
 
+import random
 import time
 
 from geocachedb import errors
-from geocachedb.client.core import KeyValueCalls, WriteSequencer, build_request, check_bytes, result_of
+from geocachedb.client.core import WRITES, KeyValueCalls, WriteSequencer, build_request, check_request, result_of
 from geocachedb.net import format_address, parse_address
 
-WRITES = ("put", "delete")
 # What moves a call on to another attempt (TimeoutError: no answer in time).
 RETRIED = (errors.NotLeader, errors.Unavailable, TimeoutError)
 
@@ -43,6 +43,7 @@ class Session(KeyValueCalls):
         self._connecting = None
         self.client_id = None
         self._writes = WriteSequencer()
+        self.renew_session()
         self._closed = False
 
     # ------------------------------------------------------ flavour hooks
@@ -68,8 +69,6 @@ class Session(KeyValueCalls):
         self._conn = None
         host, port = self.addresses[self._current]
         conn = await self._bounded(self._open(host, port), remaining)
-        if self.client_id is None:
-            self.client_id = conn.core.client_id
         self._conn = conn
         return conn
 
@@ -115,42 +114,67 @@ class Session(KeyValueCalls):
             self._move_on()
         raise last_error
 
+    def renew_session(self):
+        """Start a new exactly-once session: a new client id and sequence.
+        Writes in flight keep the session they were numbered in."""
+        self.client_id = random.SystemRandom().getrandbits(63) + 1
+        self._writes = WriteSequencer()
+
     async def call(self, kind, key=b"", value=b"", timeout=None, **extra):
         """Send one request, retrying on another node as needed, for at
-        most ``timeout`` seconds (default: the client's); its result."""
+        most ``timeout`` seconds (default: the client's); its result.
+
+        A write answered SESSION_EXPIRED on its first attempt (the cluster
+        dropped this client's session; the write was not applied) is sent
+        again at once under a new session; after a retry the first
+        attempt's outcome is unknown and errors.SessionExpired is raised."""
         if self._closed:
             raise errors.Unavailable("client is closed")
-        if kind in ("get", "put", "delete"):
-            check_bytes("key", key)
-        if kind == "put":
-            check_bytes("value", value)
+        check_request(kind, key, value)
         request = build_request(kind, key, value, **extra)
         if timeout is None:
             timeout = self.timeout
-        write = kind in WRITES
-        if write:
-            # One seq for every attempt: the cluster applies it at most once.
-            seq = self._writes.begin(request)
+        if kind not in WRITES:
+            return await self._send(kind, request, timeout, [0])
+        sent = [0]  # attempts that reached a connection
+        writes = self._writes
+        request.client_id = self.client_id
+        # One seq for every attempt: the cluster applies it at most once.
+        seq = writes.begin(request)
         try:
-            conn = self._conn
-            if conn is None or conn.core.closed_reason is not None:
-                return await self._attempts(kind, request, timeout, time.monotonic() + timeout, 0, None)
-            # The usual case, kept to this one coroutine: a single attempt
-            # on the open connection, whose core times the answer out (no
-            # wait_for, no timer per request).
-            deadline = time.monotonic() + timeout
-            if write:
-                request.client_id = self.client_id
-            try:
-                return result_of(kind, await conn.core.call(request, timeout))
-            except RETRIED as e:
-                last_error = self._after_failure(e, timeout)
-            return await self._attempts(kind, request, timeout, deadline, 1, last_error)
+            return await self._send(kind, request, timeout, sent)
+        except errors.SessionExpired:
+            if sent[0] != 1:
+                raise
         finally:
-            if write:
-                self._writes.end(seq)
+            writes.end(seq)
+        # Never applied, never sent elsewhere: a new session, and again.
+        if self._writes is writes:
+            self.renew_session()
+        writes = self._writes
+        request.client_id = self.client_id
+        seq = writes.begin(request)
+        try:
+            return await self._send(kind, request, timeout, [0])
+        finally:
+            writes.end(seq)
 
-    async def _attempts(self, kind, request, timeout, deadline, tried, last_error):
+    async def _send(self, kind, request, timeout, sent):
+        conn = self._conn
+        if conn is None or conn.core.closed_reason is not None:
+            return await self._attempts(kind, request, timeout, time.monotonic() + timeout, 0, None, sent)
+        # The usual case, kept to this one coroutine: a single attempt
+        # on the open connection, whose core times the answer out (no
+        # wait_for, no timer per request).
+        deadline = time.monotonic() + timeout
+        sent[0] += 1
+        try:
+            return result_of(kind, await conn.core.call(request, timeout))
+        except RETRIED as e:
+            last_error = self._after_failure(e, timeout)
+        return await self._attempts(kind, request, timeout, deadline, 1, last_error, sent)
+
+    async def _attempts(self, kind, request, timeout, deadline, tried, last_error, sent):
         while True:
             # Every address failed once in a row: wait a little (an
             # election may be under way) before going round again.
@@ -162,9 +186,8 @@ class Session(KeyValueCalls):
             tried += 1
             try:
                 conn = await self._connection(remaining)
-                if kind in WRITES:
-                    request.client_id = self.client_id
                 remaining = deadline - time.monotonic()
+                sent[0] += 1
                 response = await conn.core.call(request, max(remaining, 0.001))
                 return result_of(kind, response)
             except RETRIED as e:
@@ -194,7 +217,7 @@ class Session(KeyValueCalls):
     # Deferred.addTimeout around it.  The plain ones return the coroutine of
     # `call` itself rather than wrapping it in one more.
 
-    # get, put, delete, range and status come from `KeyValueCalls`.
+    # get, put, delete, range, txn, ... and status come from `KeyValueCalls`.
     _call = call
 
     async def backup(self, write, timeout=None):

@@ -14,7 +14,8 @@ import txaio.tx
 from twisted.internet import defer, endpoints, error, protocol
 
 from geocachedb import errors
-from geocachedb.client.core import ClientCore, KeyValueCalls, build_request, check_bytes, result_of
+from geocachedb.client.core import WRITES, ClientCore, KeyValueCalls, build_request, check_request, result_of
+from geocachedb.client.txn import Txn
 from geocachedb.client.session import Session
 from geocachedb.limits import MAX_FRAME_SIZE
 from geocachedb.net import format_address, set_no_delay
@@ -52,20 +53,17 @@ class GeoCacheClientProtocol(KeyValueCalls, protocol.Protocol):
 
     def _call(self, kind, key=b"", value=b"", timeout=None, **extra):
         try:
-            if kind in ("get", "put", "delete"):
-                check_bytes("key", key)
-            if kind == "put":
-                check_bytes("value", value)
+            check_request(kind, key, value)
             request = build_request(kind, key, value, **extra)
         except (TypeError, ValueError) as e:
             return defer.fail(e)
-        if kind in ("put", "delete"):
+        if kind in WRITES:
             d = self.core.call_write(request, timeout)
         else:
             d = self.core.call(request, timeout)
         return d.addCallback(lambda response: result_of(kind, response))
 
-    # get, put, delete, range and status come from `KeyValueCalls`;
+    # get, put, delete, range, txn, incr, ... and status come from `KeyValueCalls`;
     # ``timeout``: seconds to wait for the answer (default: no limit), then
     # the Deferred fails with TimeoutError.
 
@@ -126,17 +124,43 @@ class TwistedClient(Session):
     def connect(self):
         return defer.ensureDeferred(Session.connect(self))
 
-    def get(self, key, serializable=False, timeout=None):
-        return defer.ensureDeferred(Session.get(self, key, serializable, timeout))
+    def get(self, key, serializable=False, timeout=None, revision=0):
+        return defer.ensureDeferred(Session.get(self, key, serializable, timeout, revision))
 
-    def put(self, key, value, timeout=None):
-        return defer.ensureDeferred(Session.put(self, key, value, timeout))
+    def get_kv(self, key, revision=0, serializable=False, timeout=None):
+        return defer.ensureDeferred(Session.get_kv(self, key, revision, serializable, timeout))
+
+    def put(self, key, value, timeout=None, prev_kv=False):
+        return defer.ensureDeferred(Session.put(self, key, value, timeout, prev_kv))
+
+    def put_kv(self, key, value, prev_kv=False, timeout=None):
+        return defer.ensureDeferred(Session.put_kv(self, key, value, prev_kv, timeout))
 
     def delete(self, key, timeout=None):
         return defer.ensureDeferred(Session.delete(self, key, timeout))
 
-    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None):
-        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable, timeout))
+    def delete_range(self, key=b"", range_end=b"", prefix=b"", prev_kv=False, timeout=None):
+        return defer.ensureDeferred(Session.delete_range(self, key, range_end, prefix, prev_kv, timeout))
+
+    def range(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None, **options):
+        return defer.ensureDeferred(Session.range(self, start, end, prefix, limit, serializable, timeout, **options))
+
+    def range_kvs(self, start=b"", end=b"", prefix=b"", limit=0, serializable=False, timeout=None, **options):
+        return defer.ensureDeferred(
+            Session.range_kvs(self, start, end, prefix, limit, serializable, timeout, **options))
+
+    def txn(self):
+        return Txn(lambda request, timeout: defer.ensureDeferred(
+            Session.call(self, "txn", txn=request, timeout=timeout)))
+
+    def incr(self, key, delta=1, timeout=None):
+        return defer.ensureDeferred(Session.incr(self, key, delta, timeout))
+
+    def put_sequential(self, prefix, value, timeout=None):
+        return defer.ensureDeferred(Session.put_sequential(self, prefix, value, timeout))
+
+    def compact(self, revision, timeout=None):
+        return defer.ensureDeferred(Session.compact(self, revision, timeout))
 
     def status(self, timeout=None):
         return defer.ensureDeferred(Session.status(self, timeout))

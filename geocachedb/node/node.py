@@ -100,6 +100,7 @@ class NodeConfig:
         fault_injection=False,
         advertise=None,
         snapshot_entries=10000,
+        auto_compact_revisions=100000,
         join=None,
         restore=None,
         wal_segment_bytes=64 * 1024 * 1024,
@@ -119,6 +120,7 @@ class NodeConfig:
         self.fault_injection = fault_injection
         self.advertise = advertise
         self.snapshot_entries = snapshot_entries
+        self.auto_compact_revisions = auto_compact_revisions
         self.join = join
         self.restore = restore
         self.wal_segment_bytes = wal_segment_bytes
@@ -239,6 +241,8 @@ class Node(service.MultiService):
             addresses=addresses,
             max_value=cfg.max_value,
             metrics=self.metrics,
+            cluster_name=cfg.cluster_id,
+            auto_compact_revisions=cfg.auto_compact_revisions,
         )
         self.replica = self.server.replica
         self.handle = self.server.handle
@@ -330,6 +334,12 @@ class Node(service.MultiService):
     def get(self, key):
         return self._request("get", lambda value: value, key=key)
 
+    def get_kv(self, key, revision=0):
+        return self._request("get_kv", lambda kv: kv, key=key, revision=revision)
+
+    def compact_history(self, revision):
+        return self._request("compact", lambda _: None, revision=revision)
+
     def put(self, key, value):
         return self._request("put", lambda _: self.replica.applied_index, key=key, value=value)
 
@@ -364,6 +374,8 @@ class Node(service.MultiService):
                 "id": self.node_id,
                 "storage": self.config.storage,
                 "storage_bytes": storage_stats.get("bytes_on_disk", 0),
+                "revision": self.state_machine.revision,
+                "compact_revision": self.state_machine.compact_revision,
                 "uptime": self._reactor.seconds() - (self._started_at or self._reactor.seconds()),
                 "peers": peers,
             }

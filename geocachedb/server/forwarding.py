@@ -24,7 +24,8 @@ Both tables are `DeadlineQueue`s on the server's one clock.
 import itertools
 
 from geocachedb import errors
-from geocachedb.server.requests import check_command, error_response
+from geocachedb.commands import check_command
+from geocachedb.server.requests import error_response
 from geocachedb.wire.commands import with_proposal_id
 
 SENT_WRITE_SECONDS = 10

@@ -25,50 +25,18 @@ simulator drives it with no reactor at all.
 import logging
 import time
 
-from geocachedb import errors
-from geocachedb.limits import MAX_KEY_SIZE, MAX_VALUE_SIZE
-from geocachedb.sessions import RESERVED_PREFIX
-from geocachedb.statemachine import encode_delete, encode_put
+from geocachedb import commands, errors, identity
+from geocachedb.commands import (
+    check_delete, check_incr, check_key, check_put_sequential, check_range, check_txn,
+    check_value, encode_delete, encode_put,
+)
+from geocachedb.limits import MAX_VALUE_SIZE
 from geocachedb.wire import geocache_pb2 as pb
 
 log = logging.getLogger("geocachedb.server")
 
-MAX_RANGE_LIMIT = 10000
-MAX_RANGE_BYTES = 2 * 1024 * 1024
 MEMBER_ACTIONS = ("list", "add", "promote", "remove", "transfer")
 
-
-def check_key(key):
-    if not key:
-        raise errors.InvalidArgument("key must not be empty")
-    if key.startswith(RESERVED_PREFIX):
-        raise errors.InvalidArgument("keys starting with %r are reserved" % RESERVED_PREFIX)
-    if len(key) > MAX_KEY_SIZE:
-        raise errors.InvalidArgument(
-            "key of %d bytes is longer than the limit of %d bytes" % (len(key), MAX_KEY_SIZE)
-        )
-
-
-def check_value(value, max_value):
-    if len(value) > max_value:
-        raise errors.TooLarge(
-            "value of %d bytes is larger than the limit of %d bytes" % (len(value), max_value)
-        )
-
-
-def check_command(data, max_value=MAX_VALUE_SIZE):
-    """Raise unless ``data`` is an encoded Command that a client's put or
-    delete could have produced (the leader's check of the writes a
-    follower sends it: a bad one would be applied on every node)."""
-    cmd = pb.Command.FromString(data)
-    op = cmd.WhichOneof("op")
-    if op == "put":
-        check_key(cmd.put.key)
-        check_value(cmd.put.value, max_value)
-    elif op == "delete":
-        check_key(cmd.delete.key)
-    else:
-        raise errors.InvalidArgument("not a put or delete")
 
 
 def check_address(address):
@@ -95,6 +63,8 @@ class RequestHandler:
         self._clock = clock  # for the latency figures only, never for decisions
         self._forwarded = False
         self.max_value = max_value
+        self._member_id = identity.member_id(server.node_id)
+        self._cluster_id = identity.cluster_id(server.cluster_name)
         self._handlers = {
             "get": self._get,
             "put": self._put,
@@ -103,6 +73,10 @@ class RequestHandler:
             "status": self._status,
             "member": self._member,
             "backup": self._backup,
+            "txn": self._txn,
+            "compact": self._compact,
+            "incr": self._incr,
+            "put_sequential": self._put_sequential,
         }
 
     def handle(self, request, respond, forwarded=False):
@@ -122,7 +96,11 @@ class RequestHandler:
             metrics.observe_latency(self._clock() - start)
             respond(response)
 
-        respond = timed
+        def with_header(response, respond=timed):
+            self._header(response)
+            respond(response)
+
+        respond = with_header
         # Read by `_done` while the handler runs (synchronously) below.
         self._forwarded = forwarded
         try:
@@ -134,6 +112,14 @@ class RequestHandler:
             log.exception("request %s failed", kind)
             metrics.count_error("INTERNAL")
             respond(error_response(rid, errors.Internal("internal error: %s" % e)))
+
+    def _header(self, response, revision=None):
+        header = response.header
+        if revision is not None or not header.revision:
+            header.revision = self.server.state_machine.revision if revision is None else revision
+        header.cluster_id = self._cluster_id
+        header.member_id = self._member_id
+        header.raft_term = self.server.replica.term
 
     def _done(self, request, respond, build):
         """A callback(result, error) that responds with build(result), or
@@ -168,68 +154,102 @@ class RequestHandler:
                 return
         server.submit_write(data, done)
 
+    def _write_command(self, request, respond, op, body):
+        """Replicate ``body`` as command ``op``; answer with the Response
+        the state machine computed when it applied it (the same on every
+        node, and what a retry gets from the dedup table)."""
+        data = commands.encode(op, body, request.client_id, request.seq, request.ack_floor)
+        if len(data) > commands.MAX_TXN_BYTES:
+            raise errors.TooLarge("request of %d bytes is larger than the limit of %d bytes"
+                                  % (len(data), commands.MAX_TXN_BYTES))
+        self._write(data, self._done(request, respond, self._applied(request.id)))
+
+    def _applied(self, rid):
+        def build(result):
+            response = pb.Response()
+            response.CopyFrom(result)  # the stored result stays as applied
+            response.id = rid
+            if response.HasField("error"):
+                self.metrics.count_error(pb.ErrorCode.Name(response.error.code))
+            return response
+
+        return build
+
     def _put(self, request, respond):
         put = request.put
         check_key(put.key)
         check_value(put.value, self.max_value)
-        rid = request.id
-        data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor)
-        self._write(data, self._done(
-            request, respond, lambda r: pb.Response(id=rid, put=pb.PutResponse(index=r.index))))
+        data = encode_put(put.key, put.value, request.client_id, request.seq, request.ack_floor,
+                          put.prev_kv)
+        self._write(data, self._done(request, respond, self._applied(request.id)))
 
     def _delete(self, request, respond):
-        check_key(request.delete.key)
-        rid = request.id
-        data = encode_delete(request.delete.key, request.client_id, request.seq, request.ack_floor)
+        d = request.delete
+        check_delete(d)
+        data = encode_delete(d.key, request.client_id, request.seq, request.ack_floor,
+                             d.range_end, d.prev_kv)
+        self._write(data, self._done(request, respond, self._applied(request.id)))
 
-        def build(result):
-            return pb.Response(
-                id=rid, delete=pb.DeleteResponse(deleted=result.deleted, index=result.index))
+    def _txn(self, request, respond):
+        check_txn(request.txn, self.max_value)
+        self._write_command(request, respond, "txn", request.txn)
 
-        self._write(data, self._done(request, respond, build))
+    def _incr(self, request, respond):
+        check_incr(request.incr)
+        self._write_command(request, respond, "incr", request.incr)
+
+    def _put_sequential(self, request, respond):
+        check_put_sequential(request.put_sequential, self.max_value)
+        self._write_command(request, respond, "put_sequential", request.put_sequential)
+
+    def _compact(self, request, respond):
+        if not request.compact.revision:
+            raise errors.InvalidArgument("compact needs a revision")
+        self._write_command(request, respond, "compact", request.compact)
 
     def _read(self, request, serializable, respond, read):
+        def guarded():
+            try:
+                return read()
+            except errors.GeoCacheError as e:
+                self.metrics.count_error(e.code_name)
+                return error_response(request.id, e)
+
         if serializable:
-            respond(read())
+            respond(guarded())
             return
-        self.server.read_barrier(self._done(request, respond, lambda _: read()))
+        self.server.read_barrier(self._done(request, respond, lambda _: guarded()))
 
     def _get(self, request, respond):
-        key = request.get.key
+        g = request.get
+        key = g.key
         check_key(key)
         rid = request.id
         state_machine = self.server.state_machine
 
         def read():
-            value = state_machine.get(key)
-            if value is None:
-                return pb.Response(id=rid, get=pb.GetResponse(found=False))
-            return pb.Response(id=rid, get=pb.GetResponse(found=True, value=value))
+            kv = state_machine.get_kv(key, g.revision)
+            response = pb.Response(id=rid)
+            if kv is None:
+                response.get.found = False
+            else:
+                get = response.get
+                get.found = True
+                get.value = kv.value
+                kv.to_pb(get.kv)
+            return response
 
-        self._read(request, request.get.serializable, respond, read)
+        self._read(request, g.serializable, respond, read)
 
     def _range(self, request, respond):
         r = request.range
-        limit = r.limit or MAX_RANGE_LIMIT
-        if limit > MAX_RANGE_LIMIT:
-            raise errors.InvalidArgument("range limit must be at most %d" % MAX_RANGE_LIMIT)
+        check_range(r)
         rid = request.id
         state_machine = self.server.state_machine
 
         def read():
-            # One extra pair tells whether there is more.
-            pairs = state_machine.scan(r.start, r.end or None, r.prefix or None, limit + 1)
             response = pb.Response(id=rid)
-            response.range.more = len(pairs) > limit
-            size = 0
-            for key, value in pairs[:limit]:
-                # Keep the response well inside one frame; the client asks
-                # again from the last key for the rest.
-                size += len(key) + len(value) + 8
-                if size > MAX_RANGE_BYTES and response.range.kvs:
-                    response.range.more = True
-                    break
-                response.range.kvs.add(key=key, value=value)
+            state_machine.range(r, response.range)
             return response
 
         self._read(request, r.serializable, respond, read)
@@ -303,6 +323,8 @@ class RequestHandler:
                     leader_id=replica.leader_id or "",
                     commit_index=replica.commit_index,
                     applied_index=replica.applied_index,
+                    revision=self.server.state_machine.revision,
+                    compact_revision=self.server.state_machine.compact_revision,
                 ),
             )
         )

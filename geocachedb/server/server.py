@@ -28,6 +28,7 @@ from geocachedb import errors
 from geocachedb.limits import MAX_VALUE_SIZE
 from geocachedb.raft.types import LEADER
 from geocachedb.server.backups import IDLE_SECONDS, Backups
+from geocachedb.server.compaction import AutoCompaction
 from geocachedb.server.deadlines import Deadlines
 from geocachedb.server.forwarding import Forwarding
 from geocachedb.server.membership import Membership
@@ -46,13 +47,17 @@ MAX_WAITING = 10000
 class Server:
     def __init__(self, node_id, voters, raft_log, transport, state_machine, rng, raft_config,
                  schedule, ticks_per_second, snapshot_store=None, addresses=None,
-                 max_value=MAX_VALUE_SIZE, metrics=None):
+                 max_value=MAX_VALUE_SIZE, metrics=None, cluster_name="geocache",
+                 auto_compact_revisions=0):
         """``voters`` bootstrap a new cluster (empty for a node that joins
         one); ``addresses`` (node id -> HOST:PORT, this node's own included)
         are where members listen until the configuration records them;
         ``ticks_per_second`` turns the timeouts stated in seconds into
-        ticks of this server's clock."""
+        ticks of this server's clock; ``cluster_name`` gives the
+        cluster id of every response header; ``auto_compact_revisions``
+        (0: off) is how many revisions of history the leader keeps."""
         self.node_id = node_id
+        self.cluster_name = cluster_name
         self.deadlines = Deadlines()
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.state_machine = state_machine
@@ -71,6 +76,7 @@ class Server:
         self.membership = Membership(self)
         self.backups = Backups(self.deadlines, IDLE_SECONDS * ticks_per_second)
         self.requests = RequestHandler(self, max_value=max_value)
+        self.compaction = AutoCompaction(self, auto_compact_revisions, ticks_per_second)
         self.handle = self.requests.handle
         self._known_config = None
         self._closed = False
@@ -80,6 +86,7 @@ class Server:
     def tick(self):
         """One tick of this server's clock (and every timeout it ends)."""
         self.replica.tick()
+        self.compaction.tick()
         self.schedule()
 
     def receive(self, message):

@@ -42,10 +42,17 @@ class RecordingStateMachine(KVStateMachine):
         self._checker = checker
 
     def apply(self, entries):
-        if entries:
-            # Applied so far: in storage, or (write-behind) still in memory.
-            self._checker.applying(self._node_id, entries, self.applied_index + 1)
-        return super().apply(entries)
+        if not entries:
+            return super().apply(entries)
+        # Applied so far: in storage, or (write-behind) still in memory.
+        self._checker.applying(self._node_id, entries, self.applied_index + 1)
+        before = self.revision
+        results = super().apply(entries)
+        revisions = self._checker.revisions
+        if revisions is not None:
+            revisions.applied(self._node_id, entries[-1].index, before, self.revision,
+                              self.compact_revision, self.stored)
+        return results
 
     def restore(self, chunks):
         super().restore(chunks)
@@ -118,6 +125,7 @@ class SimNode:
                 schedule=self.schedule_process,
                 ticks_per_second=cluster.config.ticks_per_second,
                 snapshot_store=self.snapshot_store,
+                auto_compact_revisions=cluster.config.auto_compact_revisions,
             )
             self.replica = self.server.replica
         except SimulatedCrash:
@@ -330,6 +338,9 @@ class ClusterConfig:
     # in a crash, so the log must be replayed from storage's applied index
     # and never compacted past what storage holds (as on a real node).
     write_behind = 0
+    # The leader's automatic compaction of key history (`server.compaction`):
+    # revisions kept; small, so that it runs often within a run.
+    auto_compact_revisions = 40
     # Raft options forced after the random draw (e.g. {"pre_vote": False}
     # to search a corner the draw reaches only now and then).
     raft_overrides = None
@@ -362,11 +373,12 @@ def draw_raft_options(rng, config):
             # Compact often, so that lagging, restarted and joining nodes need
             # InstallSnapshot, streamed in small chunks, racing with crashes,
             # partitions and membership changes; sometimes never, so that
-            # the plain log path stays covered.  (Chunks much smaller than
-            # 64 bytes make a transfer outlast the settling time.)
+            # the plain log path stays covered.  (A snapshot holds the
+            # history, so chunks of 64 bytes made a transfer outlast the
+            # settling time.)
             snapshot_entries=rng.choice([0, 5, 10, 30, 100]),
             compaction_overhang=rng.choice([0, 3, 20]),
-            snapshot_chunk_bytes=rng.choice([64, 256, 4096, 256 * 1024]),
+            snapshot_chunk_bytes=rng.choice([256, 1024, 4096, 256 * 1024]),
         )
     options.update(config.raft_overrides or {})
     return options

@@ -69,6 +69,9 @@ class InvariantChecker:
         self._logs = {}  # node -> its log while it leads
         self._installed = {}  # node -> index of its last installed snapshot
         self.max_term = 0
+        # The data model's checks (`geocachedb.testing.revisions`), when
+        # the simulator attaches them.
+        self.revisions = None
 
     def _fail(self, kind, message):
         if len(self.violations) < self.limit:

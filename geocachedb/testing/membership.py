@@ -159,7 +159,17 @@ class Operator:
             self._start_joining(node, wipe=False)
             kind, node_id = self.rng.choice(["add_voter", "add_learner"]), node.node_id
         else:
-            kind, node_id = "remove", self.rng.choice(sorted(members))
+            # The operator's floor holds for a burst too: when the first
+            # change failed at once, nothing refuses the second, and a
+            # removal could take the last voters (seen since the data
+            # model moved the seeds).
+            voters = sorted(i for i, role in members.items() if role == "voter")
+            candidates = sorted(i for i, role in members.items() if role == "learner")
+            if len(voters) > self.config.min_voters:
+                candidates += voters
+            if not candidates:
+                return
+            kind, node_id = "remove", self.rng.choice(candidates)
         via = self.via()
         self.trace("burst: %s %s via %s" % (kind, node_id, via.node_id))
         self.counts["burst"] = self.counts.get("burst", 0) + 1

@@ -32,6 +32,7 @@ from geocachedb.testing import linearizability
 from geocachedb.testing.cluster import ClusterConfig, SimCluster
 from geocachedb.testing.faults import KINDS, Nemesis, NemesisConfig
 from geocachedb.testing.invariants import InvariantChecker, Violation
+from geocachedb.testing.revisions import RevisionChecker
 from geocachedb.testing.membership import KINDS as ADMIN_KINDS
 from geocachedb.testing.membership import Operator, OperatorConfig
 from geocachedb.testing.network import SimNetwork
@@ -106,6 +107,7 @@ class Simulation:
             self.config = swarm(self.config, self.scheduler.rng)
         self.checker = InvariantChecker(lambda: self.scheduler.now, self._role_of,
                                         durable_last=self._durable_last)
+        self.checker.revisions = RevisionChecker(self._fail)
         self.cluster = SimCluster(
             self.scheduler,
             lambda deliver: SimNetwork(self.scheduler, deliver),
@@ -333,6 +335,12 @@ class Simulation:
                            "%s (applied %d) and %s (applied %d) differ after settling, at keys %r"
                            % (first.node_id, first.storage.applied_index(), node.node_id,
                               node.storage.applied_index(), keys))
+        # The data model: counters, revisions and retained history.
+        if self.workload.revisions is not None:
+            self.workload.revisions.check([n.state_machine for n in nodes])
+        for node in nodes:
+            self.checker.revisions.retained(node.node_id, node.state_machine.space,
+                                            node.state_machine.stored)
         verdict = linearizability.check(self.workload.history, max_steps=self.config.check_steps)
         self.linearizability = verdict
         if verdict.ok is False:

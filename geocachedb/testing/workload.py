@@ -28,6 +28,7 @@ from geocachedb.errors import NotLeader
 from geocachedb.statemachine import encode_delete, encode_put
 from geocachedb.testing.cluster import request_error
 from geocachedb.testing.linearizability import DELETE, GET, PUT, History
+from geocachedb.testing.revisions import RevisionWorkload
 from geocachedb.wire import geocache_pb2 as pb
 
 
@@ -45,6 +46,9 @@ class WorkloadConfig:
     retry_delay = 20  # before trying another node when no leader is known
     max_padding = 200  # values get 0..max_padding extra bytes (batching by size)
     reconnect_probability = 0.05  # per operation: connect to another node
+    # Clients of the data model (`geocachedb.testing.revisions`): txns on
+    # counters, reads at old revisions, compactions.  0: none.
+    revision_clients = 3
 
     def __init__(self, **options):
         for name, value in options.items():
@@ -81,6 +85,11 @@ class Workload:
         self._clock = 0
         self._targets = None  # the nodes clients are configured with; None: all in service
         self.clients = [SimClient(self, n) for n in range(self.config.clients)]
+        self.revisions = None
+        self._all = list(self.clients)
+        if self.config.revision_clients:
+            self.revisions = RevisionWorkload(self, cluster.report, self.config.revision_clients)
+            self._all += self.revisions.clients
         self.acknowledged = []  # (index, data, op_id): writes a client saw succeed
         self.running = False
         self.counts = {"invoked": 0, "ok": 0, "unknown": 0, "failed": 0, "redirects": 0, "retries": 0}
@@ -95,7 +104,7 @@ class Workload:
 
     def start(self):
         self.running = True
-        for client in self.clients:
+        for client in self._all:
             client.schedule_next()
 
     def stop(self):
@@ -104,10 +113,10 @@ class Workload:
 
     @property
     def idle(self):
-        return all(c.pending is None for c in self.clients)
+        return all(c.pending is None for c in self._all)
 
     def node_crashed(self, node_id):
-        for client in self.clients:
+        for client in self._all:
             if client.pending is not None and client.node == node_id:
                 client.connection_lost()
 
