@@ -317,3 +317,54 @@ if __name__ == "__main__":
 
 def _put_result(index):
     return pb.Response(put=pb.PutResponse(index=index))
+
+
+class MembershipIdempotenceTests(unittest.TestCase):
+    """A retried add/remove that already happened is answered "done" only
+    after a ReadIndex round confirms this node still leads: a paused
+    leader of an old term answered ``add n3`` from its out-of-date view
+    (the simulator found it at seed 3434; the seeds moved since, so this
+    pins it)."""
+
+    def _three_voter_leader(self):
+        server, transport = _server(voters=("n1", "n2", "n3"))
+        server.replica.core.config.pre_vote = False
+        for _ in range(40):
+            server.tick()
+            server.process()
+            if server.replica.role == "candidate":
+                break
+        term = server.replica.term
+        server.receive(Message(t.VOTE_RESP, "n1", "n2", term))
+        server.process()
+        self.assertEqual(server.replica.role, "leader")
+        return server
+
+    def _add_existing(self):
+        server = self._three_voter_leader()
+        self.assertTrue(server.replica.conf_committed())
+        got, callback = _answers()
+        # n2 is a member in this leader's view; nobody answers its
+        # heartbeats (it may be deposed): no "already done".
+        server.membership.change("add", "n2", "127.0.0.1:1", False, callback)
+        for _ in range(3):
+            server.tick()
+            server.process()
+        return got
+
+    def test_a_leader_that_cannot_confirm_it_leads_does_not_answer_from_its_view(self):
+        got = self._add_existing()
+        self.assertEqual([r for r, e in got if e is None], [])
+
+    def test_with_the_confirmation_put_back_it_answers_from_its_view(self):
+        # The bug put back: the test above must be able to fail.
+        from geocachedb.server.membership import Membership
+
+        self.patch_attr(Membership, "_confirm_leadership", lambda self, callback: callback(None, None))
+        got = self._add_existing()
+        self.assertEqual(len([r for r, e in got if e is None]), 1)
+
+    def patch_attr(self, obj, name, value):
+        original = getattr(obj, name)
+        setattr(obj, name, value)
+        self.addCleanup(setattr, obj, name, original)
