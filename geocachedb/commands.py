@@ -10,8 +10,9 @@ in one `mvcc.Change`: it either succeeds whole, as one revision, or fails
 with a `GeoCacheError` and changes nothing (a txn is never applied half).
 
 Every result is a `pb.Response` without id (the request handler adds the
-id and the rest of the header): the same object answers the client, a
-forwarded write's follower, and a retry through the dedup table.
+id and the rest of the header), or for a lone put a `PutApplied` that
+becomes one on demand (`response_of`): the same result answers the
+client, a forwarded write's follower, and a retry through the dedup table.
 """
 
 from geocachedb import errors
@@ -238,6 +239,8 @@ def execute(space, cmd, op, index, writes):
     """Apply command ``cmd`` (its ``op`` already known) at Raft ``index``:
     stage it, commit it into ``writes`` when it succeeded, and return its
     result Response (an error Response when it failed, nothing changed)."""
+    if op == "put":
+        return _lone_put(space, cmd.put, index, writes)
     change = Change(space.revision + 1)
     response = pb.Response()
     try:
@@ -274,6 +277,47 @@ def execute(space, cmd, op, index, writes):
     elif op == "delete":
         response.delete.revision = revision
     return response
+
+
+class PutApplied:
+    """The result of a lone put, kept small: every replica applies every
+    put but at most one answers it, so its Response is built only when
+    asked for (`response_of`)."""
+
+    __slots__ = ("index", "revision", "prev")
+
+    def __init__(self, index, revision, prev):
+        self.index = index
+        self.revision = revision
+        self.prev = prev  # the previous KV when prev_kv was asked for, else None
+
+    def response(self):
+        response = pb.Response()
+        out = response.put
+        out.index = self.index
+        out.revision = response.header.revision = self.revision
+        if self.prev is not None:
+            self.prev.to_pb(out.prev_kv)
+        return response
+
+
+def response_of(result):
+    """A fresh Response for a command's result (a `PutApplied` or a
+    stored Response, which stays as applied)."""
+    if type(result) is PutApplied:
+        return result.response()
+    response = pb.Response()
+    response.CopyFrom(result)
+    return response
+
+
+def _lone_put(space, put, index, writes):
+    # The hot path: no staging (a put cannot fail half-way).
+    prev = space.put_now(put.key, put.value, writes)
+    kv = None
+    if put.prev_kv and prev is not None and prev[KIND] == PUT:
+        kv = space.kv(put.key, prev)
+    return PutApplied(index, space.revision, kv)
 
 
 def _put(space, put, change, out):

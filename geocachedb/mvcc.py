@@ -235,6 +235,26 @@ class KeySpace:
 
     # ------------------------------------------------------------- writes ---
 
+    def put_now(self, key, value, writes):
+        """A lone put (the common command): no staging, its own revision.
+        Returns the previous index entry (None if new)."""
+        index = self.index
+        entries = index.get(key)
+        revision = self.revision + 1
+        prev = entries[-1] if entries else None
+        if prev is not None and prev[KIND] == PUT:
+            create, version = prev[CREATE], prev[VERSION] + 1
+        else:
+            create, version = revision, 1
+        writes[history_key(revision, 0)] = encode_event(PUT, key, create, revision, version, 0, value)
+        entry = (revision, 0, PUT, create, version)
+        if entries is None:
+            index[key] = [entry]
+        else:
+            entries.append(entry)
+        self.revision = revision
+        return prev
+
     def put(self, key, value, change, lease=0):
         """Stage a put of ``key``; return the previous KV (None if new)."""
         prev_entry = self.entry_at(key, 0, change)
@@ -266,7 +286,9 @@ class KeySpace:
     def commit(self, change, writes):
         """Make ``change`` part of the state: its events into ``writes``
         (the pending storage writes) and the index; the revision moves
-        when it wrote anything.  Returns the revision now current."""
+        when it wrote anything.  Returns the revision now current.  (The
+        caller records the new revision under META_KEY once per batch:
+        `record_meta`.)"""
         if not change.entries:
             return self.revision
         writes.update(change.writes)
@@ -278,8 +300,10 @@ class KeySpace:
             else:
                 entries.append(entry)
         self.revision = change.revision
-        writes[META_KEY] = self.encode_meta(self.revision, self.compact_revision)
         return self.revision
+
+    def record_meta(self, writes):
+        writes[META_KEY] = self.encode_meta(self.revision, self.compact_revision)
 
     def compact(self, revision, writes):
         """Drop every version that no read at ``revision`` or later can
@@ -304,4 +328,4 @@ class KeySpace:
         for key in dead:
             del index[key]
         self.compact_revision = max(self.compact_revision, revision)
-        writes[META_KEY] = self.encode_meta(self.revision, self.compact_revision)
+        self.record_meta(writes)

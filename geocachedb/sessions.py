@@ -26,6 +26,7 @@ retry of any write, a txn included, gets exactly the first answer.
 
 import struct
 
+from geocachedb.commands import response_of
 from geocachedb.limits import RESERVED_PREFIX
 from geocachedb.wire import geocache_pb2 as pb
 
@@ -52,7 +53,7 @@ class ClientSession:
     def encode(self):
         parts = [_V2, _HEAD.pack(self.floor, self.last_index, len(self.results))]
         for seq in sorted(self.results):
-            data = self.results[seq].SerializeToString()
+            data = response_of(self.results[seq]).SerializeToString()
             parts.append(_RESULT.pack(seq, len(data)))
             parts.append(data)
         return b"".join(parts)

@@ -205,6 +205,7 @@ class KVStateMachine:
         space = self.space
         execute = commands.execute
         parse = pb.Command.FromString
+        revision_before = space.revision
         for entry in entries:
             kind = entry.kind
             if kind == NORMAL:
@@ -233,6 +234,8 @@ class KVStateMachine:
                 append(None)
             else:
                 append(None)
+        if space.revision != revision_before:
+            space.record_meta(pending)  # once per batch, not per write
         if dirty:
             evicted = []
             table.evict(dirty, evicted)

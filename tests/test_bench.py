@@ -73,6 +73,16 @@ class BenchAgainstARealNodeTests(SynchronousTestCase):
         self.assertEqual(s["config"]["protocol"], "geocache")
         self.assertEqual(s["config"]["value_size"], 100)
 
+    def test_txn_writes_are_compare_and_put_txns(self):
+        s = self.run_json("--ops", 100, "--concurrency", 4, "--write-op", "txn", "--keyspace", 10,
+                          "--key-size", 8)
+        self.assertSaneSummary(s, 100)
+        with self.node.client() as c:
+            kvs = c.range_kvs(prefix=b"0").kvs
+        self.assertTrue(kvs)
+        # Every txn wrote: 100 revisions of the 10 keys.
+        self.assertEqual(sum(kv.version for kv in kvs), 100)
+
     def test_read_ratio_one_runs_only_gets(self):
         s = self.run_json("--ops", 200, "--read-ratio", 1, "--concurrency", 4)
         self.assertSaneSummary(s, 200)
@@ -166,10 +176,18 @@ def _etcd_messages():
             ("version", 2, T.TYPE_STRING, None), ("dbSize", 3, T.TYPE_INT64, None),
             ("leader", 4, T.TYPE_UINT64, None), ("raftIndex", 5, T.TYPE_UINT64, None),
             ("raftTerm", 6, T.TYPE_UINT64, None))
+    message("Compare", ("result", 1, T.TYPE_INT32, None), ("target", 2, T.TYPE_INT32, None),
+            ("key", 3, T.TYPE_BYTES, None), ("version", 4, T.TYPE_INT64, None))
+    message("RequestOp", ("request_put", 2, T.TYPE_MESSAGE, ".etcdtest.PutRequest"))
+    m = f.message_type.add(name="TxnRequest")
+    m.field.add(name="compare", number=1, type=T.TYPE_MESSAGE, label=T.LABEL_REPEATED,
+                type_name=".etcdtest.Compare")
+    m.field.add(name="success", number=2, type=T.TYPE_MESSAGE, label=T.LABEL_REPEATED,
+                type_name=".etcdtest.RequestOp")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName("etcdtest." + name))
-            for name in ("PutRequest", "RangeRequest", "StatusResponse")}
+            for name in ("PutRequest", "RangeRequest", "StatusResponse", "TxnRequest")}
 
 
 def _have_grpc():
@@ -214,6 +232,12 @@ class EtcdWireTests(SynchronousTestCase):
         for key, value in [(b"k" * 16, b"v" * 100), (b"x", b""), (b"k" * 300, b"\x00" * 70000)]:
             expected = self.pb["PutRequest"](key=key, value=value).SerializeToString()
             self.assertEqual(etcd_wire.put_request(key, value), expected)
+
+    def test_txn_request_matches_the_protobuf_runtime(self):
+        txn = self.pb["TxnRequest"]()
+        txn.compare.add(result=2, target=0, key=b"k" * 16, version=1 << 40)  # LESS, VERSION
+        txn.success.add().request_put.CopyFrom(self.pb["PutRequest"](key=b"k" * 16, value=b"v" * 100))
+        self.assertEqual(etcd_wire.txn_request(b"k" * 16, b"v" * 100), txn.SerializeToString())
 
     def test_range_request_matches_the_protobuf_runtime(self):
         for serializable in (False, True):

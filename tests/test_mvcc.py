@@ -62,7 +62,7 @@ class Model:
         for data in datas:
             self.index += 1
             entries.append(Entry(self.index, 1, data))
-        return self.sm.apply(entries)
+        return [None if r is None else commands.response_of(r) for r in self.sm.apply(entries)]
 
     def one(self, data):
         [result] = self.apply(data)

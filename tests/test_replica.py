@@ -133,7 +133,7 @@ class SingleNodeReplicaTests(SynchronousTestCase):
         r.process()
         self.assertEqual(self.log.sync_count - syncs, 1)
         self.assertEqual(len(out), 50)
-        self.assertEqual([res.put.index for res, err in out], list(range(2, 52)))
+        self.assertEqual([res.index for res, err in out], list(range(2, 52)))
         self.assertEqual(stored_value(self.storage, b"k49"), b"v")
 
     def test_read_barrier_on_single_node_completes_after_process(self):
@@ -165,7 +165,7 @@ class SingleNodeReplicaTests(SynchronousTestCase):
         r2.propose(encode_put(b"k", b"v2"), cb2)
         r2.process()
         # the new term's empty entry is applied+1, the write lands after it
-        self.assertEqual([(res.put.index, err) for res, err in out2], [(applied + 2, None)])
+        self.assertEqual([(res.index, err) for res, err in out2], [(applied + 2, None)])
         self.assertEqual(stored_value(self.storage, b"k"), b"v2")
 
     def test_restart_applies_committed_but_unapplied_entries(self):

@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from geocachedb import sessions
 from geocachedb.raft.types import Entry
+from geocachedb.commands import response_of
 from geocachedb.statemachine import KVStateMachine, encode_delete, encode_put
 from geocachedb.wire import geocache_pb2 as pb
 from geocachedb.storage.lmdb import LMDBStorage
@@ -19,7 +20,8 @@ class ApplyTests(SynchronousTestCase):
         self.sm = KVStateMachine(MemoryStorage())
 
     def apply(self, *datas, start=1):
-        return self.sm.apply([Entry(start + i, 1, d) for i, d in enumerate(datas)])
+        results = self.sm.apply([Entry(start + i, 1, d) for i, d in enumerate(datas)])
+        return [None if r is None else response_of(r) for r in results]
 
     def test_one_batch_later_operations_win(self):
         results = self.apply(encode_put(b"a", b"1"), encode_delete(b"a"), encode_delete(b"a"), b"", encode_put(b"a", b"2"))

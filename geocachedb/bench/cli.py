@@ -67,6 +67,7 @@ def run(args, out=sys.stdout):
             consistency=args.consistency,
             seed=None if args.seed is None else args.seed + i,
             protocol=args.protocol,
+            write_op=args.write_op,
             key_order=args.key_order,
             key_start=i,
             key_step=procs,
@@ -208,6 +209,8 @@ def main(argv=None):
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--keyspace", type=int, default=100000)
     parser.add_argument("--read-ratio", type=float, default=0.0, help="fraction of gets (default 0: all puts)")
+    parser.add_argument("--write-op", choices=("put", "txn"), default="put",
+                        help="what a write is: a put, or a txn of one compare and one put")
     parser.add_argument("--consistency", choices=("linearizable", "serializable"), default="linearizable")
     parser.add_argument("--procs", type=int, default=1, help="load processes (default 1)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="geocache",

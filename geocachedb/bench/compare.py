@@ -121,7 +121,7 @@ def auto_connections(concurrency):
 
 
 def run_load(system, args, concurrency, read_ratio=0.0, keyspace=None, duration=None, ops=None,
-             key_order="random"):
+             key_order="random", write_op="put"):
     """Run ``geocache-bench`` against ``system``; its JSON plus the servers'
     CPU time over the run, per node, and who led."""
     leader = system.leader()
@@ -140,6 +140,7 @@ def run_load(system, args, concurrency, read_ratio=0.0, keyspace=None, duration=
         "--read-ratio", str(read_ratio),
         "--consistency", "linearizable",
         "--key-order", key_order,
+        "--write-op", write_op,
         "--procs", str(args.procs),
         "--json",
     ]
@@ -308,6 +309,8 @@ def parse_args(argv):
                    help="put levels, requests in flight (default 1,16,64,256; 256 with --single-node)")
     p.add_argument("--read-concurrency", default=None,
                    help="linearizable get levels (default 64; none with --single-node; '' for none)")
+    p.add_argument("--txn-concurrency", default="",
+                   help="compare-and-put txn levels (one compare + one put), e.g. 64 (default: none)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per level and system (default 10)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of puts before the first level (default 1)")
     p.add_argument("--connections", type=int, default=0,
@@ -330,6 +333,7 @@ def parse_args(argv):
                                   else ("256" if args.single_node else "1,16,64,256"), "--concurrency")
         args.get_levels = _levels(args.read_concurrency if args.read_concurrency is not None
                                   else ("" if args.single_node else "64"), "--read-concurrency")
+        args.txn_levels = _levels(args.txn_concurrency, "--txn-concurrency")
     except argparse.ArgumentTypeError as e:
         p.error(str(e))
     if args.duration <= 0 or args.duration > 600:
@@ -415,7 +419,8 @@ def main(argv=None):
         if args.warmup > 0:
             for s in systems:
                 run_load(s, args, 16, duration=args.warmup)
-        plan = [("puts", c, 0.0) for c in args.put_levels] + [("gets", c, 1.0) for c in args.get_levels]
+        plan = [("puts", c, 0.0) for c in args.put_levels] + [("gets", c, 1.0) for c in args.get_levels] \
+            + [("txns", c, 0.0) for c in args.txn_levels]
         filled = False
         summary = []
         for index, (mix, concurrency, ratio) in enumerate(plan):
@@ -429,7 +434,8 @@ def main(argv=None):
             for s in order:
                 results[s.name] = run_load(
                     s, args, concurrency, read_ratio=ratio, duration=args.duration,
-                    keyspace=args.read_keyspace if mix == "gets" else args.keyspace)
+                    keyspace=args.read_keyspace if mix == "gets" else args.keyspace,
+                    write_op="txn" if mix == "txns" else "put")
             etcd, geo = results["etcd"], results["geocachedb"]
             title = "%d node%s, %s%s, %d in flight" % (
                 nodes, "s" if nodes > 1 else "", "linearizable " if mix == "gets" else "", mix, concurrency)

@@ -13,6 +13,11 @@ The subset of rpc.proto this follows (proto3, so zero values are omitted)::
     message PutRequest   { bytes key = 1; bytes value = 2; int64 lease = 3; ... }
     message RangeRequest { bytes key = 1; bytes range_end = 2; int64 limit = 3;
                            int64 revision = 4; ...; bool serializable = 7; ... }
+    message TxnRequest   { repeated Compare compare = 1; repeated RequestOp success = 2; ... }
+    message Compare      { CompareResult result = 1; CompareTarget target = 2; bytes key = 3;
+                           oneof target_union { int64 version = 4; ... } }
+    message RequestOp    { oneof request { RangeRequest request_range = 1;
+                           PutRequest request_put = 2; ... } }
     message StatusRequest {}
     message ResponseHeader { uint64 cluster_id = 1; uint64 member_id = 2;
                              int64 revision = 3; uint64 raft_term = 4; }
@@ -25,6 +30,7 @@ protobuf runtime from the same field numbers.
 """
 
 PUT = "/etcdserverpb.KV/Put"
+TXN = "/etcdserverpb.KV/Txn"
 RANGE = "/etcdserverpb.KV/Range"
 STATUS = "/etcdserverpb.Maintenance/Status"
 
@@ -51,6 +57,18 @@ def _bytes_field(number, data):
 def put_request(key, value):
     """A serialized ``PutRequest{key, value}``."""
     return _bytes_field(1, key) + (_bytes_field(2, value) if value else b"")
+
+
+def txn_request(key, value):
+    """A serialized compare-and-put ``TxnRequest``: ``compare {result:
+    LESS, target: VERSION, key, version: 2**40}`` (always true: it is the
+    compare's cost being measured) and ``success {request_put {key,
+    value}}``.  TxnRequest: compare = 1, success = 2; Compare: result = 1,
+    target = 2 (VERSION = 0, omitted), key = 3, version = 4; RequestOp:
+    request_put = 2."""
+    compare = b"\x08\x02" + _bytes_field(3, key) + b"\x20" + varint(1 << 40)
+    op = _bytes_field(2, put_request(key, value))
+    return _bytes_field(1, compare) + _bytes_field(2, op)
 
 
 def range_request(key, serializable=False):

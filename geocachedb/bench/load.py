@@ -20,12 +20,15 @@ import time
 
 from geocachedb import errors
 from geocachedb.bench import etcd_wire
-from geocachedb.client import AsyncioClient
+from geocachedb.client import AsyncioClient, Compare, Op
 from geocachedb.net import parse_address
 
 PROTOCOLS = ("geocache", "etcd")
 WINDOW_START = b"geocache-bench: load window start\n"
 WINDOW_END = b"geocache-bench: load window end\n"
+
+
+_ALWAYS = 1 << 40  # a version no key reaches: the txn compare always holds
 
 
 class BenchError(Exception):
@@ -38,7 +41,7 @@ class LoadSpec:
                  key_size=16, value_size=100, keyspace=100000, read_ratio=0.0,
                  consistency="linearizable", seed=None, protocol="geocache",
                  key_order="random", key_start=0, key_step=1, stall_timeout=10.0,
-                 connect_timeout=5.0, mark_window=False, request_timeout=5.0):
+                 connect_timeout=5.0, mark_window=False, request_timeout=5.0, write_op="put"):
         self.endpoints = endpoints
         self.connections = max(1, connections)
         self.concurrency = max(1, concurrency)
@@ -62,6 +65,8 @@ class LoadSpec:
         # Write WINDOW_START/WINDOW_END lines to stderr around the load, so a
         # caller can sample the servers' CPU over exactly the load window.
         self.mark_window = mark_window
+        # "put", or "txn": one compare (always true) and one put in a txn.
+        self.write_op = write_op
 
 
 def make_key(i, size):
@@ -80,6 +85,9 @@ class GeocacheConnection:
         self._client = client
         self.put = client.put
         self.get = client.get
+
+    def txn(self, key, value):
+        return self._client.txn().when(Compare.version(key) < _ALWAYS).then(Op.put(key, value)).commit()
 
     @classmethod
     async def open(cls, endpoints, connect_timeout, request_timeout=5.0):
@@ -108,6 +116,7 @@ class EtcdConnection:
     def __init__(self, grpc, channel):
         self._channel = channel
         self._put = channel.unary_unary(etcd_wire.PUT)
+        self._txn = channel.unary_unary(etcd_wire.TXN)
         self._range = channel.unary_unary(etcd_wire.RANGE)
         self.error_types = (grpc.aio.AioRpcError,)
 
@@ -134,6 +143,9 @@ class EtcdConnection:
 
     def get(self, key, serializable):
         return self._range(etcd_wire.range_request(key, serializable))
+
+    def txn(self, key, value):
+        return self._txn(etcd_wire.txn_request(key, value))
 
     @staticmethod
     def error_code(e):
@@ -186,6 +198,8 @@ async def _drive(spec, conns, rng, progress, proc_index):
 
     async def worker(conn):
         put, get, error_types = conn.put, conn.get, conn.error_types
+        if spec.write_op == "txn":
+            put = conn.txn
         while True:
             if remaining is not None:
                 if remaining[0] <= 0:

@@ -28,7 +28,7 @@ import time
 from geocachedb import commands, errors, identity
 from geocachedb.commands import (
     check_delete, check_incr, check_key, check_put_sequential, check_range, check_txn,
-    check_value, encode_delete, encode_put,
+    check_value, encode_delete, encode_put, response_of,
 )
 from geocachedb.limits import MAX_VALUE_SIZE
 from geocachedb.wire import geocache_pb2 as pb
@@ -166,8 +166,7 @@ class RequestHandler:
 
     def _applied(self, rid):
         def build(result):
-            response = pb.Response()
-            response.CopyFrom(result)  # the stored result stays as applied
+            response = response_of(result)
             response.id = rid
             if response.HasField("error"):
                 self.metrics.count_error(pb.ErrorCode.Name(response.error.code))
