@@ -21,23 +21,14 @@ import subprocess
 import sys
 import tempfile
 
-from geocachedb.harness.processes import Cluster
+from geocachedb.harness.processes import checkout_cluster
 
 BIN = os.path.dirname(sys.executable)
 
 
 def one_round(checkout, nodes, concurrency, duration):
     base = tempfile.mkdtemp(prefix="geocache-ab-")
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.path.abspath(checkout)  # inherited by the nodes
-    try:
-        cluster = Cluster(base, nodes, extra=("--admin", "none"))
-        cluster.start()
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
+    cluster = checkout_cluster(checkout, base, nodes, ("--admin", "none"))
     try:
         cluster.leader(timeout=20)
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from geocachedb.harness.processes import Cluster
+from geocachedb.harness.processes import checkout_cluster
 
 BIN = os.path.dirname(sys.executable)
 
@@ -47,16 +47,7 @@ def main(argv=None):
     p.add_argument("--node-args", default="", help="extra twistd geocache options")
     args = p.parse_args(argv)
     base = tempfile.mkdtemp(prefix="geocache-churn-")
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.path.abspath(args.checkout)
-    try:
-        cluster = Cluster(base, 1, extra=("--admin", "none", *shlex.split(args.node_args)))
-        cluster.start()
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
+    cluster = checkout_cluster(args.checkout, base, 1, ("--admin", "none", *shlex.split(args.node_args)))
     try:
         cluster.leader(timeout=20)
         started = time.monotonic()

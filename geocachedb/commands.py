@@ -18,6 +18,7 @@ client, a forwarded write's follower, and a retry through the dedup table.
 from geocachedb import errors
 from geocachedb.limits import MAX_KEY_SIZE, MAX_VALUE_SIZE, RESERVED_PREFIX
 from geocachedb.mvcc import KIND, PUT, Change
+from geocachedb.storage.scan import prefix_end
 from geocachedb.wire import geocache_pb2 as pb
 
 MAX_RANGE_LIMIT = 10000
@@ -64,15 +65,8 @@ def range_bounds(r):
     """(start, end) of a RangeRequest (prefix, or [start, end) with an
     empty end meaning to the end of the key space)."""
     if r.prefix:
-        return r.prefix, _prefix_end(r.prefix)
+        return r.prefix, prefix_end(r.prefix)
     return r.start, r.end or None
-
-
-def _prefix_end(prefix):
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def check_range(r, in_txn=False):
@@ -118,6 +112,8 @@ def _check_txn(txn, max_value, ops, depth):
         _check_branch(txn.failure, max_value, ops, depth)
 
 
+# What each compare target reads from a KV: the same names as Compare's
+# target_union fields, so one map serves the check and the evaluation.
 _TARGET_FIELD = {
     pb.Compare.VERSION: "version",
     pb.Compare.CREATE: "create_revision",
@@ -392,7 +388,6 @@ def read_range(space, r, out, change=None, max_bytes=MAX_RANGE_BYTES):
 
 
 def _compare(space, c, change):
-    target = c.target
     if not c.range_end:
         kv = space.get(c.key, 0, change)
         kvs = [kv] if kv is not None else []
@@ -400,34 +395,13 @@ def _compare(space, c, change):
         start, end = delete_bounds(c.key, c.range_end)
         kvs = [kv for kv in (space.get(k, 0, change) for k in space.keys(start, end, change=change))
                if kv is not None]
+    name = _TARGET_FIELD[c.target]
+    wanted = getattr(c, name)
     if not kvs:
-        if target == pb.Compare.VALUE:
+        if c.target == pb.Compare.VALUE:
             return False  # a missing key has no value to compare
-        return _holds(c.result, 0, _wanted(c))
-    wanted = _wanted(c)
-    for kv in kvs:
-        if target == pb.Compare.VALUE:
-            have = kv.value
-        elif target == pb.Compare.VERSION:
-            have = kv.version
-        elif target == pb.Compare.CREATE:
-            have = kv.create_revision
-        else:
-            have = kv.mod_revision
-        if not _holds(c.result, have, wanted):
-            return False
-    return True
-
-
-def _wanted(c):
-    target = c.target
-    if target == pb.Compare.VALUE:
-        return c.value
-    if target == pb.Compare.VERSION:
-        return c.version
-    if target == pb.Compare.CREATE:
-        return c.create_revision
-    return c.mod_revision
+        return _holds(c.result, 0, wanted)
+    return all(_holds(c.result, getattr(kv, name), wanted) for kv in kvs)
 
 
 def _holds(result, have, wanted):

@@ -252,3 +252,20 @@ def admin_command(node, command, timeout=10.0):
         return out.rsplit("\n", 1)[0]
     finally:
         s.close()
+
+
+def checkout_cluster(checkout, base_dir, n, extra=()):
+    """A started `Cluster` whose nodes run the code of another checkout
+    (its path first on the nodes' PYTHONPATH; this process is unchanged):
+    for A/B benchmarks of two commits."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.path.abspath(checkout)  # inherited by the nodes
+    try:
+        cluster = Cluster(base_dir, n, extra=extra)
+        cluster.start()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    return cluster
